@@ -1,0 +1,180 @@
+//! RabbitMQ: connection, the topology both binaries declare, and the messages they exchange.
+
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+
+/// Notifications that a task is due, consumed by workers.
+pub const TASKS_QUEUE: &str = "tasks";
+/// Messages no consumer could understand, with the reason in the `x-reason` header.
+pub const DEAD_LETTER_QUEUE: &str = "tasks.dead-letter";
+/// Topic exchange of platform events (`task_failed` included); routing key = event type.
+pub const EVENTS_EXCHANGE: &str = "platform.events";
+/// Largest task message accepted; real ones are a few dozen bytes.
+pub const MAX_TASK_MESSAGE_BYTES: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("broker refused a publish (nack)")]
+    Nacked,
+}
+
+/// The body of a message on the `tasks` queue: just enough to claim the task in Postgres,
+/// which holds everything else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskMessage {
+    pub task_id: String,
+}
+
+pub async fn connect(url: &str) -> Result<Connection, AmqpError> {
+    let properties = ConnectionProperties::default();
+    Ok(Connection::connect(url, properties).await?)
+}
+
+/// Durable quorum queues survive a broker restart and replicate where there are several nodes.
+fn quorum() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    arguments
+}
+
+/// Declares the queues and the exchange; idempotent, so every process declares them at start.
+pub async fn declare_topology(channel: &Channel) -> Result<(), AmqpError> {
+    for queue in [TASKS_QUEUE, DEAD_LETTER_QUEUE] {
+        channel
+            .queue_declare(queue.into(), QueueDeclareOptions::durable(), quorum())
+            .await?;
+    }
+    channel
+        .exchange_declare(
+            EVENTS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Persistent JSON message properties.
+pub fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+/// Moves an unusable message to the dead-letter queue with the reason, waiting for the
+/// broker's confirm when the channel is in confirm mode.
+pub async fn dead_letter(
+    channel: &Channel,
+    source_queue: &str,
+    body: &[u8],
+    reason: &str,
+) -> Result<(), AmqpError> {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-reason".into(),
+        AMQPValue::LongString(LongString::from(reason)),
+    );
+    headers.insert(
+        "x-source-queue".into(),
+        AMQPValue::LongString(LongString::from(source_queue)),
+    );
+    // Keep the evidence but never let a huge poison message fill the dead-letter queue.
+    let kept = &body[..body.len().min(64 * 1024)];
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            DEAD_LETTER_QUEUE.into(),
+            BasicPublishOptions::default(),
+            kept,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await?
+        .await?;
+    if confirm.is_nack() {
+        return Err(AmqpError::Nacked);
+    }
+    Ok(())
+}
+
+/// A publishing channel in confirm mode that is re-opened (connection, topology and all) on
+/// first use after it broke, so a broker restart costs failed publishes, never a crash.
+pub struct Publisher {
+    url: String,
+    state: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Publisher {
+    pub fn new(url: impl Into<String>) -> Self {
+        Publisher {
+            url: url.into(),
+            state: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The current channel, connecting first if needed.
+    pub async fn channel(&self) -> Result<Channel, AmqpError> {
+        let mut state = self.state.lock().await;
+        if let Some((connection, channel)) = state.as_ref()
+            && connection.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let connection = connect(&self.url).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await?;
+        declare_topology(&channel).await?;
+        tracing::info!("connected to the broker");
+        *state = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Publishes persistent JSON messages and waits until the broker confirmed all of them.
+    pub async fn publish_all(
+        &self,
+        exchange: &str,
+        messages: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<(), AmqpError> {
+        let channel = self.channel().await?;
+        let mut confirms = Vec::new();
+        for (routing_key, body) in messages {
+            let confirm = channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    persistent_json(),
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            if confirm.await?.is_nack() {
+                return Err(AmqpError::Nacked);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the broker connection is up (for readiness).
+    pub async fn is_connected(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+}

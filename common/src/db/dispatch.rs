@@ -1,0 +1,158 @@
+//! The dispatcher's queries: which due tasks go to the broker next, and when to look again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, Transaction};
+use serde_json::json;
+
+use super::StoreError;
+
+/// A due task selected for publishing.
+#[derive(Debug, Clone)]
+pub struct DueTask {
+    pub id: String,
+    pub function_name: String,
+    pub priority: i64,
+    pub start_timestamp: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct DispatchQueries {
+    pool: Pool,
+}
+
+/// A batch of due tasks marked as dispatched, not committed yet: commit once the broker has
+/// confirmed the messages; dropping it (on a failed publish) leaves the tasks as they were.
+pub struct DispatchBatch<'a> {
+    pub tasks: Vec<DueTask>,
+    transaction: Transaction<'a>,
+}
+
+impl DispatchBatch<'_> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.transaction.commit().await?)
+    }
+}
+
+impl DispatchQueries {
+    pub fn new(pool: Pool) -> Self {
+        DispatchQueries { pool }
+    }
+
+    pub async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Dispatched tasks not yet claimed whose message may still be in the broker.
+    pub async fn in_flight(&self, redispatch_after: Duration) -> Result<i64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT count(*) FROM tasks WHERE status = 'new' AND dispatched_at IS NOT NULL \
+                 AND dispatched_at > now() - $1 * interval '1 second'",
+            )
+            .await?;
+        let row = client
+            .query_one(&statement, &[&redispatch_after.as_secs_f64()])
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Locks and marks up to `limit` due tasks of enabled functions, highest priority first,
+    /// then earliest start. Tasks dispatched more than `redispatch_after` ago and still not
+    /// claimed are taken again: their message was lost. `SKIP LOCKED` lets several
+    /// schedulers dispatch at once without taking the same task.
+    pub async fn take_due<'a>(
+        &self,
+        client: &'a mut deadpool_postgres::Client,
+        limit: i64,
+        redispatch_after: Duration,
+    ) -> Result<DispatchBatch<'a>, StoreError> {
+        let transaction = client.transaction().await?;
+        let statement = transaction
+            .prepare_cached(
+                "WITH due AS ( \
+                   SELECT t.id FROM tasks t JOIN functions f ON f.name = t.function_name AND f.enabled \
+                   WHERE t.status = 'new' AND t.start_timestamp <= now() \
+                     AND (t.dispatched_at IS NULL OR t.dispatched_at <= now() - $2 * interval '1 second') \
+                   ORDER BY t.priority DESC, t.start_timestamp ASC \
+                   LIMIT $1 FOR UPDATE OF t SKIP LOCKED) \
+                 UPDATE tasks SET dispatched_at = now() FROM due WHERE tasks.id = due.id \
+                 RETURNING tasks.id, tasks.function_name, tasks.priority, tasks.start_timestamp",
+            )
+            .await?;
+        let rows = transaction
+            .query(&statement, &[&limit, &redispatch_after.as_secs_f64()])
+            .await?;
+        let mut tasks = rows
+            .iter()
+            .map(|row| {
+                Ok(DueTask {
+                    id: row.try_get(0)?,
+                    function_name: row.try_get(1)?,
+                    priority: row.try_get(2)?,
+                    start_timestamp: row.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING has no order; publish in the order workers should start them.
+        tasks.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.start_timestamp.cmp(&b.start_timestamp))
+        });
+        Ok(DispatchBatch { tasks, transaction })
+    }
+
+    /// Fails due tasks whose function was deleted, with an `invocation` error and a
+    /// `task_failed` event each. Returns how many.
+    pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let error = json!({
+            "type": "invocation",
+            "name": "FunctionNotFound",
+            "message": "The function of this task was deleted before the task could run",
+        });
+        let statement = client
+            .prepare_cached(
+                "WITH failed AS ( \
+                   UPDATE tasks t SET status = 'failed', error = $1, dispatched_at = NULL, \
+                     status_changed_timestamp = now(), update_timestamp = now() \
+                   WHERE t.status = 'new' AND t.start_timestamp <= now() \
+                     AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.name = t.function_name) \
+                   RETURNING t.id, t.function_name) \
+                 INSERT INTO outbox (routing_key, payload) \
+                 SELECT 'task_failed', jsonb_build_object( \
+                   'id', substr(md5(random()::text || failed.id), 1, 24), \
+                   'type', 'task_failed', \
+                   'content', jsonb_build_object('id', failed.id, 'functionName', failed.function_name, 'error', $1::jsonb), \
+                   'creation_timestamp', (extract(epoch from now()) * 1000)::bigint) \
+                 FROM failed",
+            )
+            .await?;
+        Ok(client.execute(&statement, &[&error]).await?)
+    }
+
+    /// How long until the next thing the dispatcher must do on its own: the earliest future
+    /// start time, or the earliest re-dispatch of an unclaimed task. `None` when nothing waits.
+    pub async fn next_wake(
+        &self,
+        redispatch_after: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT GREATEST(0, EXTRACT(EPOCH FROM (LEAST( \
+                   (SELECT min(start_timestamp) FROM tasks WHERE status = 'new' AND start_timestamp > now()), \
+                   (SELECT min(dispatched_at) FROM tasks WHERE status = 'new' AND dispatched_at IS NOT NULL) \
+                     + $1 * interval '1 second') - now())))::float8",
+            )
+            .await?;
+        let row = client
+            .query_one(&statement, &[&redispatch_after.as_secs_f64()])
+            .await?;
+        let seconds: Option<f64> = row.try_get(0)?;
+        Ok(seconds.map(Duration::from_secs_f64))
+    }
+}

@@ -1,0 +1,254 @@
+//! Status changes of running tasks, shared by workers (claim, complete, fail) and the
+//! scheduler's sweeper (zombies). Every write after the claim is fenced by the attempt number,
+//! so a slow worker can never overwrite a newer attempt.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use serde_json::{Value, json};
+
+use super::StoreError;
+use super::outbox;
+use super::tasks::task_from_row;
+use crate::domain::{RetryPolicy, Task, TaskError};
+use crate::id::ObjectId;
+
+/// Waits before retry 1, 2 and 3; after the third retry a task fails for good.
+pub const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
+/// A task this worker now owns.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub task: Task,
+    pub attempt: i32,
+}
+
+/// Which attempt a write is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    pub attempt: i32,
+    /// Only for the sweeper: the write applies only if the lease has really expired.
+    pub lease_expired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// The task is `failed` and its `task_failed` event is in the outbox.
+    Failed,
+    /// The task is `retried`; the retry task has this id.
+    Retried(String),
+    /// The attempt no longer owns the task; nothing was written.
+    Stale,
+}
+
+#[derive(Clone)]
+pub struct Lifecycle {
+    pool: Pool,
+}
+
+impl Lifecycle {
+    pub fn new(pool: Pool) -> Self {
+        Lifecycle { pool }
+    }
+
+    /// `new → inProgress` if the task is still `new` and due, with a fresh lease.
+    pub async fn claim(
+        &self,
+        task_id: &str,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE tasks SET status = 'inProgress', attempt = attempt + 1, \
+                   lease_expires_at = now() + $2 * interval '1 second', dispatched_at = NULL, \
+                   status_changed_timestamp = $3, update_timestamp = $3 \
+                 WHERE id = $1 AND status = 'new' AND start_timestamp <= now() \
+                 RETURNING *",
+            )
+            .await?;
+        let now = crate::time::now();
+        let row = client
+            .query_opt(&statement, &[&task_id, &lease.as_secs_f64(), &now])
+            .await?;
+        row.map(|row| {
+            Ok(Claimed {
+                task: task_from_row(&row)?,
+                attempt: row.try_get("attempt")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Extends the leases of running attempts; returns how many are still owned.
+    pub async fn renew_leases(
+        &self,
+        running: &[(String, i32)],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        if running.is_empty() {
+            return Ok(0);
+        }
+        let client = self.pool.get().await?;
+        let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
+        let attempts: Vec<i32> = running.iter().map(|(_, attempt)| *attempt).collect();
+        Ok(client
+            .execute(
+                "UPDATE tasks SET lease_expires_at = now() + $3 * interval '1 second' \
+                 FROM UNNEST($1::text[], $2::int[]) AS r(id, attempt) \
+                 WHERE tasks.id = r.id AND tasks.attempt = r.attempt AND tasks.status = 'inProgress'",
+                &[&ids, &attempts, &lease.as_secs_f64()],
+            )
+            .await?)
+    }
+
+    /// `inProgress → complete` with the function's result. False when the attempt is stale.
+    pub async fn complete(
+        &self,
+        task_id: &str,
+        attempt: i32,
+        result: &Value,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE tasks SET status = 'complete', result = $3, lease_expires_at = NULL, \
+                   status_changed_timestamp = $4, update_timestamp = $4 \
+                 WHERE id = $1 AND attempt = $2 AND status = 'inProgress'",
+            )
+            .await?;
+        let now = crate::time::now();
+        Ok(client
+            .execute(&statement, &[&task_id, &attempt, result, &now])
+            .await?
+            == 1)
+    }
+
+    /// `inProgress → retried` (and a retry task) when the function's retry policy covers the
+    /// error and fewer than three retries were made, else `inProgress → failed` with a
+    /// `task_failed` event in the outbox. One transaction.
+    pub async fn fail(
+        &self,
+        task_id: &str,
+        fence: Fence,
+        error: &TaskError,
+    ) -> Result<FailOutcome, StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let row = transaction
+            .query_opt(
+                "SELECT t.*, f.retry_enabled, f.errors_to_retry FROM tasks t \
+                 LEFT JOIN functions f ON f.name = t.function_name \
+                 WHERE t.id = $1 AND t.attempt = $2 AND t.status = 'inProgress' \
+                   AND (NOT $3 OR t.lease_expires_at < now()) \
+                 FOR UPDATE OF t",
+                &[&task_id, &fence.attempt, &fence.lease_expired],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(FailOutcome::Stale);
+        };
+        let task = task_from_row(&row)?;
+        let policy = RetryPolicy {
+            enabled: row
+                .try_get::<_, Option<bool>>("retry_enabled")?
+                .unwrap_or(false),
+            errors_to_retry: row
+                .try_get::<_, Option<Vec<String>>>("errors_to_retry")?
+                .unwrap_or_default(),
+        };
+        let error_json = serde_json::to_value(error).unwrap_or(Value::Null);
+        let now = crate::time::now();
+        let retries_done = task.retry_for_task_ids.len();
+        let outcome = match RETRY_DELAYS.get(retries_done) {
+            Some(delay) if policy.applies_to(&error.name) => {
+                let retry_id = ObjectId::generate().to_string();
+                let mut chain = task.retry_for_task_ids.clone();
+                chain.push(task_id.to_owned());
+                let start = now + chrono::Duration::from_std(*delay).unwrap_or_default();
+                transaction
+                    .execute(
+                        "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, \
+                           tags, start_timestamp, priority, created_by_application_id, \
+                           created_by_user_id, retry_for_task_ids, source, creation_timestamp, \
+                           update_timestamp) \
+                         VALUES ($1, $2, 'new', $3, $4, $5, $6, $7, $8, $9, $10, 'retry', $3, $3)",
+                        &[
+                            &retry_id,
+                            &task.function_name,
+                            &now,
+                            &task.data,
+                            &task.tags,
+                            &start,
+                            &task.priority,
+                            &task.created_by_application_id,
+                            &task.created_by_user_id,
+                            &chain,
+                        ],
+                    )
+                    .await?;
+                transaction
+                    .execute(
+                        "UPDATE tasks SET status = 'retried', retried_by_task_id = $2, error = $3, \
+                           lease_expires_at = NULL, status_changed_timestamp = $4, update_timestamp = $4 \
+                         WHERE id = $1",
+                        &[&task_id, &retry_id, &error_json, &now],
+                    )
+                    .await?;
+                FailOutcome::Retried(retry_id)
+            }
+            _ => {
+                transaction
+                    .execute(
+                        "UPDATE tasks SET status = 'failed', error = $2, lease_expires_at = NULL, \
+                           status_changed_timestamp = $3, update_timestamp = $3 \
+                         WHERE id = $1",
+                        &[&task_id, &error_json, &now],
+                    )
+                    .await?;
+                outbox::insert(
+                    &transaction,
+                    "task_failed",
+                    &task_failed_event(&task, error),
+                )
+                .await?;
+                FailOutcome::Failed
+            }
+        };
+        transaction.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Running attempts whose lease has expired: their worker is gone.
+    pub async fn expired_leases(&self, limit: i64) -> Result<Vec<(String, i32)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, attempt FROM tasks WHERE status = 'inProgress' AND lease_expires_at < now() \
+                 ORDER BY lease_expires_at LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+}
+
+/// The `task_failed` platform event, as in the reference.
+pub fn task_failed_event(task: &Task, error: &TaskError) -> Value {
+    json!({
+        "id": ObjectId::generate().to_string(),
+        "type": "task_failed",
+        "content": {
+            "id": task.id.to_string(),
+            "functionName": task.function_name,
+            "error": error,
+        },
+        "creation_timestamp": chrono::Utc::now().timestamp_millis(),
+    })
+}

@@ -1,0 +1,139 @@
+//! PostgreSQL: the connection pool, the migrations and one repository per table.
+
+pub mod dispatch;
+pub mod functions;
+pub mod lifecycle;
+pub mod list;
+pub mod outbox;
+pub mod schedules;
+pub mod task_logs;
+pub mod tasks;
+
+use std::str::FromStr;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::config::DatabaseConfig;
+
+pub use dispatch::DispatchQueries;
+pub use functions::Functions;
+pub use lifecycle::Lifecycle;
+pub use list::{ListRequest, Page};
+pub use outbox::Outbox;
+pub use schedules::Schedules;
+pub use task_logs::TaskLogs;
+pub use tasks::Tasks;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Any advisory lock key works as long as every scheduler uses the same one.
+const MIGRATION_LOCK_KEY: i64 = 0x7461_736b_735f_6462; // "tasks_db"
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("database migrations: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("unexpected data in the database: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_unique_violation(&self) -> bool {
+        self.sql_state() == Some(&SqlState::UNIQUE_VIOLATION)
+    }
+
+    fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            StoreError::Postgres(e) => e.code(),
+            StoreError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            _ => None,
+        }
+    }
+}
+
+/// A pool of connections to the configured database.
+pub fn pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
+    let pg_config = tokio_postgres::Config::from_str(&config.url)
+        .map_err(|e| StoreError::Config(format!("database.url: {e}")))?;
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size.max(1))
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
+}
+
+/// Creates the database if it does not exist yet, then applies pending migrations. Several
+/// schedulers may start at once: creation tolerates a concurrent create, and migrations run
+/// under an advisory lock, so the schema is migrated exactly once.
+pub async fn prepare(config: &DatabaseConfig) -> Result<(), StoreError> {
+    let pg_config = tokio_postgres::Config::from_str(&config.url)
+        .map_err(|e| StoreError::Config(format!("database.url: {e}")))?;
+    let mut client = match connect(&pg_config).await {
+        Err(StoreError::Postgres(e)) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            create_database(&pg_config).await?;
+            connect(&pg_config).await?
+        }
+        other => other?,
+    };
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let outcome = embedded::migrations::runner().run_async(&mut client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let report = outcome?;
+    for migration in report.applied_migrations() {
+        tracing::info!(migration = %migration, "applied database migration");
+    }
+    Ok(())
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, StoreError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "migration connection closed");
+        }
+    });
+    Ok(client)
+}
+
+async fn create_database(config: &tokio_postgres::Config) -> Result<(), StoreError> {
+    let name = config
+        .get_dbname()
+        .ok_or_else(|| StoreError::Config("database.url names no database".into()))?
+        .to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let client = connect(&maintenance).await?;
+    // Identifiers cannot be bound as parameters; quoting doubles any `"` so the name stays one
+    // identifier whatever it contains.
+    let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&statement).await {
+        Ok(()) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        // Two concurrent CREATE DATABASE can also collide on the catalog's unique index.
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,14 @@
+//! The resources of the API as the rest of the code sees them, with their invariants.
+
+pub mod function;
+pub mod priority;
+pub mod schedule;
+pub mod task;
+
+pub use function::{
+    EnvironmentVariable, ExecutionOptions, FunctionDefinition, FunctionName, PermissionMode,
+    RetryPolicy, Runtime,
+};
+pub use priority::Priority;
+pub use schedule::Schedule;
+pub use task::{Task, TaskError, TaskErrorType, TaskSource, TaskStatus};

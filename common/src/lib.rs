@@ -1,0 +1,13 @@
+//! Everything the scheduler and the worker share: domain types, configuration, storage,
+//! function code archives and telemetry. No HTTP server code and no execution code lives here.
+
+pub mod amqp;
+pub mod code;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod id;
+pub mod rql;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;

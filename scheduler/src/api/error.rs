@@ -1,0 +1,131 @@
+//! The one place where errors become HTTP responses in the Extra Horizon error format:
+//! `{"code": <int>, "name": "<UPPER_SNAKE>", "message": "<text>"}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use common::db::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    IdFormat(String),
+    #[error("The request body is empty")]
+    EmptyBody,
+    #[error("Missing required fields: {}", .0.join(", "))]
+    MissingFields(Vec<&'static str>),
+    #[error("{0}")]
+    FieldFormat(String),
+    #[error("{0}")]
+    ResourceUnknown(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("Invalid RQL: {0}")]
+    InvalidRql(String),
+    #[error("{0}")]
+    BodyFormat(String),
+    #[error("The request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    IllegalState(String),
+    #[error("{0}")]
+    InvalidFunctionCode(String),
+    #[error("{0}")]
+    InvalidFunctionConfiguration(String),
+    #[error("{0}")]
+    InvalidFunctionName(String),
+    #[error("No logs were found for this task")]
+    NoTaskLogsFound,
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("An internal error occurred")]
+    Server,
+}
+
+/// The error body every endpoint returns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: u32,
+    pub name: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    /// HTTP status, Extra Horizon code and name.
+    fn parts(&self) -> (StatusCode, u32, &'static str) {
+        use ApiError::*;
+        match self {
+            Server => (StatusCode::INTERNAL_SERVER_ERROR, 1, "SERVER_EXCEPTION"),
+            IdFormat(_) => (StatusCode::BAD_REQUEST, 12, "ID_FORMAT_EXCEPTION"),
+            EmptyBody => (StatusCode::BAD_REQUEST, 13, "EMPTY_BODY_EXCEPTION"),
+            MissingFields(_) => (
+                StatusCode::BAD_REQUEST,
+                14,
+                "MISSING_REQUIRED_FIELDS_EXCEPTION",
+            ),
+            FieldFormat(_) => (StatusCode::BAD_REQUEST, 15, "FIELD_FORMAT_EXCEPTION"),
+            ResourceUnknown(_) => (StatusCode::NOT_FOUND, 16, "RESOURCE_UNKNOWN_EXCEPTION"),
+            AlreadyExists(_) => (
+                StatusCode::BAD_REQUEST,
+                17,
+                "RESOURCE_ALREADY_EXISTS_EXCEPTION",
+            ),
+            InvalidRql(_) => (StatusCode::BAD_REQUEST, 19, "INVALID_RQL_EXCEPTION"),
+            BodyFormat(_) => (StatusCode::BAD_REQUEST, 22, "BODY_FORMAT_EXCEPTION"),
+            BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, 22, "BODY_FORMAT_EXCEPTION"),
+            IllegalState(_) => (StatusCode::BAD_REQUEST, 27, "ILLEGAL_STATE_EXCEPTION"),
+            InvalidFunctionCode(_) => (
+                StatusCode::BAD_REQUEST,
+                1401,
+                "INVALID_FUNCTION_CODE_EXCEPTION",
+            ),
+            InvalidFunctionConfiguration(_) => (
+                StatusCode::BAD_REQUEST,
+                1402,
+                "INVALID_FUNCTION_CONFIGURATION_EXCEPTION",
+            ),
+            InvalidFunctionName(_) => (
+                StatusCode::BAD_REQUEST,
+                1407,
+                "INVALID_FUNCTION_NAME_EXCEPTION",
+            ),
+            NoTaskLogsFound => (StatusCode::BAD_REQUEST, 1408, "NO_TASK_LOGS_FOUND"),
+            MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                26,
+                "ILLEGAL_ARGUMENT_EXCEPTION",
+            ),
+        }
+    }
+
+    pub fn unknown(what: impl std::fmt::Display) -> ApiError {
+        ApiError::ResourceUnknown(format!("Requested resource is unknown: {what}"))
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (_, code, name) = self.parts();
+        ErrorBody {
+            code,
+            name,
+            message: self.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        // The client learns only that something failed; the details go to the log.
+        tracing::error!(%error, "storage error while serving a request");
+        ApiError::Server
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.parts();
+        (status, Json(self.body())).into_response()
+    }
+}

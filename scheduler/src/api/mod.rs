@@ -1,0 +1,150 @@
+//! The REST API under `/tasks/v1`, wire-compatible with the Extra Horizon Tasks Service.
+//! One file per resource; errors are mapped in [`error`].
+
+pub mod body;
+pub mod error;
+pub mod functions;
+pub mod health;
+pub mod openapi;
+pub mod paging;
+pub mod schedules;
+pub mod tasks;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Uri;
+use axum::routing::{delete, get, post};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use common::db::{Functions, Schedules, TaskLogs, Tasks};
+
+use error::ApiError;
+
+/// Largest request body in general.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Largest body on function routes, which carry a base64 code archive of up to 10 MB.
+pub const FUNCTION_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub functions: Functions,
+    pub tasks: Tasks,
+    pub logs: TaskLogs,
+    pub schedules: Schedules,
+}
+
+impl AppState {
+    pub fn new(pool: Pool) -> Self {
+        AppState {
+            functions: Functions::new(pool.clone()),
+            tasks: Tasks::new(pool.clone()),
+            logs: TaskLogs::new(pool.clone()),
+            schedules: Schedules::new(pool.clone()),
+            pool,
+        }
+    }
+}
+
+/// The answer of mutations that return no entity.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AffectedRecords {
+    affected_records: u64,
+}
+
+impl AffectedRecords {
+    pub fn new(affected_records: u64) -> Self {
+        AffectedRecords { affected_records }
+    }
+}
+
+/// The body limit that applies to a path (used for the error message).
+pub fn body_limit(path: &str) -> usize {
+    if path.starts_with("/tasks/v1/functions") {
+        FUNCTION_BODY_LIMIT
+    } else {
+        BODY_LIMIT
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let functions = Router::new()
+        .route(
+            "/tasks/v1/functions",
+            get(functions::list).post(functions::create),
+        )
+        .route(
+            "/tasks/v1/functions/{name}",
+            get(functions::get)
+                .put(functions::update)
+                .delete(functions::delete),
+        )
+        // The 1.2.0 changelog says GET; the spec and the SDK use POST. Both are served.
+        .route(
+            "/tasks/v1/functions/{name}/enable",
+            post(functions::enable).get(functions::enable),
+        )
+        .route(
+            "/tasks/v1/functions/{name}/disable",
+            post(functions::disable).get(functions::disable),
+        )
+        .layer(DefaultBodyLimit::max(FUNCTION_BODY_LIMIT));
+
+    let rest = Router::new()
+        .route("/tasks/v1", get(tasks::list).post(tasks::create))
+        .route("/tasks/v1/{task_id}/cancel", post(tasks::cancel))
+        .route("/tasks/v1/{task_id}/logs", get(tasks::logs))
+        .route(
+            "/tasks/v1/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/tasks/v1/schedules/{schedule_id}",
+            delete(schedules::delete),
+        )
+        .route("/tasks/v1/health", get(health::alive))
+        .route("/tasks/v1/openapi.json", get(openapi::document))
+        .route("/healthz", get(health::alive))
+        .route("/readyz", get(health::ready))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+
+    functions
+        .merge(rest)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::unknown(format_args!("no endpoint at {}", uri.path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not supported on {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Clients use both `/tasks/v1/functions/` and `/tasks/v1/schedules`: a trailing slash is
+/// removed before routing, so every route answers to both forms.
+pub async fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}

@@ -1,0 +1,34 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/tasks/v1/openapi.json`, so it cannot drift from the code.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::{AffectedRecords, error, functions, paging, schedules, tasks};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Task Service API", description = "Runs functions as tasks. Wire-compatible with the Extra Horizon Tasks Service API."),
+    paths(
+        tasks::list, tasks::create, tasks::cancel, tasks::logs,
+        functions::list, functions::create, functions::get, functions::update, functions::delete,
+        functions::enable, functions::disable,
+        schedules::list, schedules::create, schedules::delete,
+    ),
+    components(schemas(
+        AffectedRecords, error::ErrorBody, paging::PagedResult, paging::PageInfo,
+        common::domain::Task, common::domain::TaskStatus, common::domain::TaskError,
+        common::domain::TaskErrorType, common::domain::FunctionDefinition,
+        common::domain::Schedule, common::db::task_logs::LogLine,
+    )),
+    tags(
+        (name = "tasks", description = "Tasks: one execution of a function"),
+        (name = "functions", description = "Functions: code, runtime and limits"),
+        (name = "schedules", description = "Recurring tasks"),
+    )
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

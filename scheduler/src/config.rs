@@ -1,0 +1,74 @@
+//! The scheduler's configuration (see `common::config` for how it is loaded).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use common::config::{AmqpConfig, DatabaseConfig, LogConfig};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SchedulerConfig {
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub http: HttpConfig,
+    pub dispatch: DispatchConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the API, `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Most due tasks published to the broker but not yet claimed. Small keeps the priority
+    /// order strict under a backlog; large keeps many workers busy.
+    pub window: i64,
+    /// Most tasks taken from Postgres in one statement.
+    pub batch: i64,
+    /// A published task still unclaimed after this long is published again (lost message).
+    pub redispatch_after_ms: u64,
+    /// Longest the dispatcher sleeps without a notification (a safety net, not the trigger).
+    pub max_sleep_ms: u64,
+    /// How often the sweeper looks for tasks whose lease expired.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            window: 64,
+            batch: 256,
+            redispatch_after_ms: 30_000,
+            max_sleep_ms: 5_000,
+            sweep_interval_ms: 5_000,
+        }
+    }
+}
+
+impl DispatchConfig {
+    pub fn redispatch_after(&self) -> Duration {
+        Duration::from_millis(self.redispatch_after_ms)
+    }
+
+    pub fn max_sleep(&self) -> Duration {
+        Duration::from_millis(self.max_sleep_ms.max(1))
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms.max(1))
+    }
+}

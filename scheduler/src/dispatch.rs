@@ -1,0 +1,93 @@
+//! The dispatcher: publishes each task to the `tasks` queue when it is due, highest priority
+//! first. Postgres is the queue; the broker only holds a bounded window of due-but-unclaimed
+//! tasks, refilled in priority order as workers claim them, because the broker cannot order
+//! 2^53 priorities itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::amqp::{Publisher, TASKS_QUEUE, TaskMessage};
+use common::db::DispatchQueries;
+use tokio::sync::{Notify, watch};
+
+use crate::config::DispatchConfig;
+
+pub struct Dispatcher {
+    pub queries: DispatchQueries,
+    pub publisher: Arc<Publisher>,
+    pub config: DispatchConfig,
+    pub wakeup: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let redispatch_after = self.config.redispatch_after();
+        let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let wait = match self.pass(redispatch_after).await {
+                Ok(Some(next)) => next.min(self.config.max_sleep()),
+                Ok(None) => self.config.max_sleep(),
+                Err(error) => {
+                    tracing::warn!(%error, "dispatch pass failed, retrying");
+                    Duration::from_millis(500)
+                }
+            };
+            let check_orphans = tokio::select! {
+                _ = self.wakeup.notified() => false,
+                _ = tokio::time::sleep(wait) => false,
+                _ = orphan_check.tick() => true,
+                _ = common::shutdown::stopped(&mut stop) => return,
+            };
+            if check_orphans {
+                match self.queries.fail_orphans().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(tasks = n, "failed tasks whose function was deleted"),
+                    Err(error) => {
+                        tracing::warn!(%error, "checking for tasks of deleted functions failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills the window, then says how long nothing needs doing.
+    async fn pass(&self, redispatch_after: Duration) -> anyhow::Result<Option<Duration>> {
+        loop {
+            let room = self.config.window - self.queries.in_flight(redispatch_after).await?;
+            if room <= 0 {
+                break;
+            }
+            let mut client = self.queries.client().await?;
+            let batch = self
+                .queries
+                .take_due(&mut client, room.min(self.config.batch), redispatch_after)
+                .await?;
+            if batch.tasks.is_empty() {
+                break;
+            }
+            let count = batch.tasks.len() as i64;
+            let messages: Vec<(String, Vec<u8>)> = batch
+                .tasks
+                .iter()
+                .map(|task| {
+                    let message = TaskMessage {
+                        task_id: task.id.clone(),
+                    };
+                    let body = serde_json::to_vec(&message).unwrap_or_default();
+                    (TASKS_QUEUE.to_owned(), body)
+                })
+                .collect();
+            // Commit only once the broker confirmed: a failed publish leaves the tasks
+            // undispatched, and a crash between the two at worst publishes them twice, which
+            // the worker's conditional claim makes harmless.
+            self.publisher.publish_all("", messages).await?;
+            batch.commit().await?;
+            tracing::debug!(tasks = count, "dispatched");
+            if count < room.min(self.config.batch) {
+                break;
+            }
+        }
+        Ok(self.queries.next_wake(redispatch_after).await?)
+    }
+}

@@ -1,0 +1,10 @@
+//! The scheduler: the control plane of the task service. It serves the REST API and, as the
+//! service grows, dispatches due tasks, turns platform events into tasks and fires schedules.
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod listener;
+pub mod relay;
+pub mod startup;
+pub mod sweeper;

@@ -1,0 +1,64 @@
+//! Postgres LISTEN: wakes the dispatcher and the event relay as soon as there is work,
+//! instead of making them poll. Reconnects by itself; while it is down the loops fall back on
+//! their timers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Notified when tasks appear or change status, or a function is enabled.
+pub const TASKS_CHANNEL: &str = "tasks_changed";
+/// Notified when events are written to the outbox.
+pub const OUTBOX_CHANNEL: &str = "outbox";
+
+#[derive(Clone, Default)]
+pub struct Wakeups {
+    pub tasks: Arc<Notify>,
+    pub outbox: Arc<Notify>,
+}
+
+/// Listens until the process ends.
+pub async fn run(database_url: String, wakeups: Wakeups) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen(&database_url, &wakeups).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(error) => {
+                tracing::warn!(%error, "database notifications unavailable, retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        // Whatever was missed while disconnected is picked up by one pass of each loop.
+        wakeups.tasks.notify_one();
+        wakeups.outbox.notify_one();
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn listen(database_url: &str, wakeups: &Wakeups) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let targets = wakeups.clone();
+    // The connection delivers notifications; the client must live as long as it runs.
+    let pump = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            if let AsyncMessage::Notification(notification) = message? {
+                match notification.channel() {
+                    TASKS_CHANNEL => targets.tasks.notify_one(),
+                    OUTBOX_CHANNEL => targets.outbox.notify_one(),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    });
+    client
+        .batch_execute(&format!("LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL};"))
+        .await?;
+    let outcome = pump.await.unwrap_or(Ok(()));
+    drop(client);
+    outcome
+}

@@ -1,0 +1,115 @@
+//! Builds and runs the scheduler: migrate, connect, serve. Tests call [`Application::build`]
+//! directly to start a real scheduler in-process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::ServiceExt;
+use axum::extract::Request;
+use tokio::net::TcpListener;
+use tower::Layer;
+
+use std::sync::Arc;
+
+use common::amqp::Publisher;
+use common::db::{DispatchQueries, Lifecycle, Outbox};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::{self, AppState};
+use crate::config::SchedulerConfig;
+use crate::dispatch::Dispatcher;
+use crate::listener::{self, Wakeups};
+use crate::{relay, sweeper};
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    config: SchedulerConfig,
+    pool: deadpool_postgres::Pool,
+}
+
+impl Application {
+    /// Prepares the database (created if missing, migrated) and binds the HTTP listener.
+    pub async fn build(config: SchedulerConfig) -> anyhow::Result<Application> {
+        common::db::prepare(&config.database)
+            .await
+            .context("preparing the database")?;
+        let pool = common::db::pool(&config.database)?;
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
+        Ok(Application {
+            listener,
+            state: AppState::new(pool.clone()),
+            config,
+            pool,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Runs the API and the background loops until `shutdown` completes, then finishes the
+    /// requests in flight and stops the loops.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let wakeups = Wakeups::default();
+        let publisher = Arc::new(Publisher::new(self.config.amqp.url.clone()));
+        let mut loops = JoinSet::new();
+        loops.spawn(listener::run(
+            self.config.database.url.clone(),
+            wakeups.clone(),
+        ));
+        loops.spawn(
+            Dispatcher {
+                queries: DispatchQueries::new(self.pool.clone()),
+                publisher: publisher.clone(),
+                config: self.config.dispatch.clone(),
+                wakeup: wakeups.tasks.clone(),
+            }
+            .run(stopped.clone()),
+        );
+        loops.spawn(sweeper::run(
+            Lifecycle::new(self.pool.clone()),
+            self.config.dispatch.sweep_interval(),
+            stopped.clone(),
+        ));
+        loops.spawn(relay::run(
+            Outbox::new(self.pool.clone()),
+            publisher,
+            wakeups.outbox.clone(),
+            stopped,
+        ));
+
+        let app =
+            axum::middleware::map_request(api::trim_trailing_slash).layer(api::router(self.state));
+        let served = axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving the API");
+        let _ = stop.send(true);
+        loops.abort_all();
+        while loops.join_next().await.is_some() {}
+        served
+    }
+}
+
+/// Runs the scheduler until SIGTERM or Ctrl-C.
+pub async fn run(config: SchedulerConfig) -> anyhow::Result<()> {
+    let application = Application::build(config).await?;
+    tracing::info!(
+        "scheduler ready: API at http://{}/tasks/v1 (OpenAPI document at /tasks/v1/openapi.json)",
+        application.local_addr()
+    );
+    application.run_until(common::shutdown::signal()).await?;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}

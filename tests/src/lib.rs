@@ -1,0 +1,464 @@
+//! Test harness: isolated databases, a real scheduler started in-process, HTTP helpers and
+//! function archives built from `deploy/examples/functions`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Server of the PostgreSQL instance tests use, without a database name.
+pub fn postgres_server_url() -> String {
+    std::env::var("TASKS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database of its own for one test, dropped (with its connections) when the value is.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Names a fresh database; the scheduler creates it on start, as it would in production.
+    pub fn new() -> TestDatabase {
+        let name = format!("tasks_test_{}", common::id::ObjectId::generate());
+        TestDatabase {
+            url: format!("{}/{name}", postgres_server_url()),
+            name,
+        }
+    }
+
+    pub fn config(&self) -> common::config::DatabaseConfig {
+        common::config::DatabaseConfig {
+            url: self.url.clone(),
+            pool_size: 8,
+        }
+    }
+
+    /// A direct connection, for assertions on what is stored.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Default for TestDatabase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot block on async work: use a thread
+        // with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let url = format!("{}/postgres", postgres_server_url());
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// A RabbitMQ virtual host of its own for one test, deleted when the value is dropped.
+pub struct TestVhost {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestVhost {
+    pub fn new() -> TestVhost {
+        let name = format!("tasks_test_{}", common::id::ObjectId::generate());
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        let server = std::env::var("TASKS_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
+        TestVhost {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    /// A channel on this vhost, for publishing or consuming as another service would.
+    pub async fn channel(&self) -> lapin::Channel {
+        let connection = common::amqp::connect(&self.url)
+            .await
+            .expect("connect to the test vhost");
+        let channel = connection.create_channel().await.expect("channel");
+        common::amqp::declare_topology(&channel)
+            .await
+            .expect("topology");
+        // The connection closes when the last handle drops; keep it alive with the channel.
+        std::mem::forget(connection);
+        channel
+    }
+}
+
+impl Default for TestVhost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.name]);
+    }
+}
+
+fn rabbitmqctl(arguments: &[&str]) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(arguments)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {arguments:?} failed");
+}
+
+/// A real scheduler serving on an ephemeral port, with its own database and vhost.
+pub struct TestScheduler {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub database: TestDatabase,
+    pub vhost: TestVhost,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestScheduler {
+    pub async fn start() -> TestScheduler {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a scheduler after `adjust` changed its test configuration.
+    pub async fn start_with(
+        adjust: impl FnOnce(&mut scheduler::config::SchedulerConfig),
+    ) -> TestScheduler {
+        let database = TestDatabase::new();
+        let vhost = TestVhost::new();
+        let mut config = Self::config(&database, &vhost);
+        adjust(&mut config);
+        let application = scheduler::startup::Application::build(config)
+            .await
+            .expect("scheduler starts");
+        let base_url = format!("http://{}", application.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(application.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestScheduler {
+            base_url,
+            http: reqwest::Client::new(),
+            database,
+            vhost,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn config(
+        database: &TestDatabase,
+        vhost: &TestVhost,
+    ) -> scheduler::config::SchedulerConfig {
+        let mut config = scheduler::config::SchedulerConfig::default();
+        config.database = database.config();
+        config.amqp.url = vhost.url.clone();
+        config.http.listen = "127.0.0.1:0".parse().expect("address");
+        config.dispatch.sweep_interval_ms = 200;
+        config
+    }
+
+    /// Starts a worker on this scheduler's database and vhost.
+    pub async fn start_worker(&self, concurrency: usize) -> TestWorker {
+        TestWorker::start(self, |config| config.worker.concurrency = concurrency).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Sends a request and returns the status and the JSON body (`Null` when empty).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("response body");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a python function that returns `{"ok": true}`; returns its name.
+    pub async fn create_noop_function(&self, name: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/tasks/v1/functions/",
+                &serde_json::json!({
+                    "name": name,
+                    "code": example_code("testing/noop"),
+                    "entryPoint": "handler.handle",
+                    "runtime": "python3.11",
+                }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Stops the server and waits for it to finish its requests.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for TestScheduler {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+/// The repository's root directory.
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Zips a directory (recursively, keeping executable bits).
+pub fn zip_directory(directory: &Path) -> Vec<u8> {
+    let mut files = Vec::new();
+    collect_files(directory, directory, &mut files);
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (relative, path) in files {
+        #[cfg(unix)]
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode()
+        };
+        #[cfg(not(unix))]
+        let mode = 0o644;
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(mode);
+        writer.start_file(relative, options).expect("zip entry");
+        writer
+            .write_all(&std::fs::read(&path).expect("read file"))
+            .expect("zip write");
+    }
+    writer.finish().expect("zip finish").into_inner()
+}
+
+fn collect_files(root: &Path, directory: &Path, files: &mut Vec<(String, PathBuf)>) {
+    let mut entries: Vec<_> = std::fs::read_dir(directory)
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "__pycache__") {
+                continue;
+            }
+            collect_files(root, &path, files);
+        } else {
+            let relative = path
+                .strip_prefix(root)
+                .expect("inside root")
+                .to_string_lossy()
+                .replace('\\', "/");
+            files.push((relative, path));
+        }
+    }
+}
+
+/// Zips files given in memory.
+pub fn zip_files(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, contents) in files {
+        writer
+            .start_file(*name, zip::write::SimpleFileOptions::default())
+            .expect("zip entry");
+        writer.write_all(contents.as_bytes()).expect("zip write");
+    }
+    writer.finish().expect("zip finish").into_inner()
+}
+
+pub fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Base64 zip of `deploy/examples/functions/<name>`.
+pub fn example_code(name: &str) -> String {
+    let directory = repository_root()
+        .join("deploy/examples/functions")
+        .join(name);
+    assert!(
+        directory.is_dir(),
+        "no example function at {}",
+        directory.display()
+    );
+    base64(&zip_directory(&directory))
+}
+
+/// A real worker in-process, on the database and vhost of a [`TestScheduler`].
+pub struct TestWorker {
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWorker {
+    pub async fn start(
+        scheduler: &TestScheduler,
+        adjust: impl FnOnce(&mut worker::config::WorkerConfig),
+    ) -> TestWorker {
+        let mut config = worker::config::WorkerConfig::default();
+        config.database = scheduler.database.config();
+        config.amqp.url = scheduler.vhost.url.clone();
+        config.metrics.listen = "127.0.0.1:0".parse().expect("address");
+        config.worker.lease_ms = 2_000;
+        adjust(&mut config);
+        let worker = worker::startup::Worker::build(config)
+            .await
+            .expect("worker starts");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(worker.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestWorker {
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops taking tasks and waits for the running ones.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+impl TestScheduler {
+    /// Polls the task until `done` says so or `timeout` passes; returns its last state.
+    pub async fn wait_for_task(
+        &self,
+        task_id: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (_, list) = self.get(&format!("/tasks/v1/?eq(id,{task_id})")).await;
+            let task = list["data"][0].clone();
+            if done(&task) || std::time::Instant::now() > deadline {
+                return task;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the task reaches a terminal status.
+    pub async fn wait_until_finished(&self, task_id: &str) -> Value {
+        self.wait_for_task(task_id, std::time::Duration::from_secs(60), |task| {
+            matches!(
+                task["status"].as_str(),
+                Some("complete" | "failed" | "canceled" | "retried")
+            )
+        })
+        .await
+    }
+
+    /// Creates a function from an example folder.
+    pub async fn create_function(
+        &self,
+        name: &str,
+        example: &str,
+        runtime: &str,
+        entry_point: &str,
+        extra: Value,
+    ) -> Value {
+        let mut body = serde_json::json!({
+            "name": name,
+            "code": example_code(example),
+            "entryPoint": entry_point,
+            "runtime": runtime,
+        });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        let (status, created) = self.post("/tasks/v1/functions", &body).await;
+        assert_eq!(status, 200, "{created}");
+        created
+    }
+}

@@ -1,0 +1,525 @@
+//! End to end: tasks created over HTTP are dispatched by a real scheduler, run by a real worker
+//! in python, node and `provided` processes, and end with their result, logs and events.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use harness::{TestScheduler, TestVhost};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+
+/// Collects the `task_failed` events published on the vhost from now on.
+async fn listen_for_task_failed(vhost: &TestVhost) -> lapin::Consumer {
+    let channel = vhost.channel().await;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            "platform.events".into(),
+            "task_failed".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+}
+
+/// The events received within `wait`.
+async fn received_events(consumer: &mut lapin::Consumer, wait: Duration) -> Vec<Value> {
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, consumer.next()).await {
+        events.push(serde_json::from_slice(&delivery.data).unwrap());
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    events
+}
+
+async fn run_task(app: &TestScheduler, function: &str, data: Value) -> Value {
+    let (status, task) = app
+        .post(
+            "/tasks/v1",
+            &json!({"functionName": function, "data": data}),
+        )
+        .await;
+    assert_eq!(status, 200, "{task}");
+    app.wait_until_finished(task["id"].as_str().unwrap()).await
+}
+
+async fn logs_of(app: &TestScheduler, task: &Value) -> Vec<String> {
+    let (status, logs) = app
+        .get(&format!("/tasks/v1/{}/logs", task["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn python_node_and_provided_functions_complete_with_result_and_logs() {
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(2).await;
+    app.create_function(
+        "measure",
+        "measurement-processor",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "node-noop",
+        "testing/node-noop",
+        "nodejs20.x",
+        "index.handler",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "echo",
+        "echo-provided",
+        "provided.al2023",
+        "unused",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "lines",
+        "testing/log-lines",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+
+    let task = run_task(&app, "measure", json!({
+        "measurementId": "m1", "userId": "u1", "type": "heart_rate", "values": [72, 118, 95], "unit": "bpm"
+    }))
+    .await;
+    assert_eq!(task["status"], "complete", "{task}");
+    assert_eq!(task["result"]["measurementId"], "m1");
+    assert_eq!(
+        task["result"]["status"], "attention",
+        "118 bpm is tachycardia: {task}"
+    );
+    assert!(!logs_of(&app, &task).await.is_empty());
+
+    let task = run_task(&app, "node-noop", json!({})).await;
+    assert_eq!(task["status"], "complete", "{task}");
+    assert_eq!(task["result"], json!({"ok": true, "runtime": "node"}));
+
+    let task = run_task(&app, "echo", json!({"hello": "world"})).await;
+    assert_eq!(task["status"], "complete", "{task}");
+    assert_eq!(task["result"]["echo"], json!({"hello": "world"}));
+
+    let task = run_task(&app, "lines", json!({"count": 5})).await;
+    assert_eq!(task["status"], "complete", "{task}");
+    let lines = logs_of(&app, &task).await;
+    let printed: Vec<&String> = lines.iter().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(
+        printed,
+        vec!["line 1", "line 2", "line 3", "line 4", "line 5"],
+        "{lines:?}"
+    );
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failures_end_failed_with_their_error_and_one_task_failed_event() {
+    let app = TestScheduler::start().await;
+    let mut events = listen_for_task_failed(&app.vhost).await;
+    let worker = app.start_worker(2).await;
+    app.create_function(
+        "raise",
+        "testing/raise-error",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "syntax",
+        "testing/syntax-error",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "missing",
+        "testing/missing-handler",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "slow",
+        "testing/sleep",
+        "python3.11",
+        "handler.handle",
+        json!({"timeLimit": 3}),
+    )
+    .await;
+    app.create_function(
+        "hog",
+        "testing/alloc",
+        "python3.11",
+        "handler.handle",
+        json!({"memoryLimit": 128}),
+    )
+    .await;
+
+    let cases = [
+        (
+            "raise",
+            json!({"message": "boom"}),
+            "runtime",
+            "CustomError",
+        ),
+        (
+            "syntax",
+            json!({}),
+            "invocation",
+            "Runtime.UserCodeSyntaxError",
+        ),
+        (
+            "missing",
+            json!({}),
+            "invocation",
+            "Runtime.HandlerNotFound",
+        ),
+        (
+            "slow",
+            json!({"seconds": 30}),
+            "runtime",
+            "TimeLimitExceeded",
+        ),
+        (
+            "hog",
+            json!({"megabytes": 400}),
+            "runtime",
+            "MemoryLimitExceeded",
+        ),
+    ];
+    let mut failed_ids = Vec::new();
+    for (function, data, kind, name) in cases {
+        let task = run_task(&app, function, data).await;
+        assert_eq!(task["status"], "failed", "{function}: {task}");
+        assert_eq!(task["error"]["type"], kind, "{function}: {task}");
+        assert_eq!(task["error"]["name"], name, "{function}: {task}");
+        assert!(
+            task["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        if function == "raise" {
+            assert_eq!(task["error"]["message"], "boom");
+        }
+        if function == "hog" {
+            assert!(
+                task["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("128 MB"),
+                "{task}"
+            );
+        }
+        failed_ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+
+    let events = received_events(&mut events, Duration::from_secs(3)).await;
+    assert_eq!(
+        events.len(),
+        failed_ids.len(),
+        "one event per failed task: {events:#?}"
+    );
+    for id in &failed_ids {
+        let event = events
+            .iter()
+            .find(|e| e["content"]["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no event for {id}"));
+        assert_eq!(event["type"], "task_failed");
+        assert!(event["id"].as_str().is_some_and(|i| i.len() == 24));
+        assert!(event["creation_timestamp"].is_i64());
+        assert!(event["content"]["error"]["name"].is_string());
+        assert!(event["content"]["functionName"].is_string());
+    }
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_chain_of_three_with_2_5_10_second_spacing() {
+    let app = TestScheduler::start().await;
+    let mut events = listen_for_task_failed(&app.vhost).await;
+    let worker = app.start_worker(1).await;
+    app.create_function(
+        "flaky",
+        "testing/raise-error",
+        "python3.11",
+        "handler.handle",
+        json!({
+            "retryPolicy": {"enabled": true, "errorsToRetry": ["CustomError"]}
+        }),
+    )
+    .await;
+    let (_, first) = app
+        .post(
+            "/tasks/v1",
+            &json!({"functionName": "flaky", "tags": ["t"], "priority": 4, "data": {"k": 1}}),
+        )
+        .await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+
+    let mut chain = vec![app.wait_until_finished(&first_id).await];
+    for _ in 0..3 {
+        let previous = chain.last().unwrap();
+        assert_eq!(previous["status"], "retried", "{previous}");
+        let next_id = previous["retriedByTaskId"].as_str().unwrap().to_owned();
+        let next = app
+            .wait_for_task(&next_id, Duration::from_secs(30), |t| {
+                matches!(
+                    t["status"].as_str(),
+                    Some("retried" | "failed" | "complete")
+                )
+            })
+            .await;
+        chain.push(next);
+    }
+    let last = chain.last().unwrap();
+    assert_eq!(
+        last["status"], "failed",
+        "after 3 retries the task fails: {last}"
+    );
+    assert!(last.get("retriedByTaskId").is_none());
+    let ids: Vec<String> = chain
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    for (i, task) in chain.iter().enumerate() {
+        assert_eq!(task["functionName"], "flaky");
+        assert_eq!(task["data"], json!({"k": 1}));
+        assert_eq!(task["tags"], json!(["t"]));
+        assert_eq!(task["priority"], 4);
+        assert_eq!(task["error"]["name"], "CustomError");
+        let expected_chain: Vec<String> = ids[..i].to_vec();
+        let actual: Vec<String> = task
+            .get("retryForTaskIds")
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .unwrap_or_default();
+        assert_eq!(actual, expected_chain, "retryForTaskIds of retry {i}");
+    }
+    let time = |task: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(task[field].as_str().unwrap()).unwrap()
+    };
+    for (i, expected) in [2.0, 5.0, 10.0].into_iter().enumerate() {
+        // The retry starts `expected` seconds after the attempt before it failed.
+        let failed_at = time(&chain[i], "statusChangedTimestamp");
+        let start = time(&chain[i + 1], "startTimestamp");
+        let spacing = (start - failed_at).num_milliseconds() as f64 / 1000.0;
+        assert!(
+            (spacing - expected).abs() < 0.5,
+            "retry {}: {spacing} s, expected {expected}",
+            i + 1
+        );
+    }
+    let events = received_events(&mut events, Duration::from_secs(2)).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "only the final failure is announced: {events:#?}"
+    );
+    assert_eq!(events[0]["content"]["id"], json!(ids[3]));
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn backlog_starts_in_priority_then_start_time_order() {
+    let app = TestScheduler::start_with(|config| config.dispatch.window = 1).await;
+    app.create_function(
+        "order",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    // The function is disabled while the backlog builds, so nothing starts early.
+    app.post("/tasks/v1/functions/order/disable", &json!({}))
+        .await;
+    let base = chrono::Utc::now() - chrono::Duration::seconds(600);
+    let mut created = Vec::new();
+    for i in 0..200i64 {
+        let priority = (i * 7919) % 5;
+        let start = base + chrono::Duration::milliseconds((i * 104_729) % 200_000);
+        let (status, task) = app
+            .post(
+                "/tasks/v1",
+                &json!({
+                    "functionName": "order", "priority": priority,
+                    "startTimestamp": common::time::format(&start),
+                }),
+            )
+            .await;
+        assert_eq!(status, 200);
+        created.push((priority, start, task["id"].as_str().unwrap().to_owned()));
+    }
+    let worker = app.start_worker(1).await;
+    app.post("/tasks/v1/functions/order/enable", &json!({}))
+        .await;
+    let last = created
+        .iter()
+        .map(|(_, _, id)| id.clone())
+        .collect::<Vec<_>>();
+    for id in &last {
+        let task = app.wait_until_finished(id).await;
+        assert_eq!(task["status"], "complete", "{task}");
+    }
+    // The order in which tasks were claimed is the order of their `statusChangedTimestamp`
+    // when they went inProgress; the store keeps the claim order in `attempt` timestamps, so
+    // compare the completion order, which with one slot is the start order.
+    let db = app.database.connect().await;
+    let rows = db
+        .query(
+            "SELECT id FROM tasks ORDER BY status_changed_timestamp, id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let actual: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let mut expected = created.clone();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let expected: Vec<String> = expected.into_iter().map(|(_, _, id)| id).collect();
+    assert_eq!(actual, expected);
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn canceled_tasks_never_run_even_when_cancel_races_dispatch() {
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(4).await;
+    app.create_function(
+        "noop",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    let mut canceled = Vec::new();
+    for _ in 0..40 {
+        let (_, task) = app
+            .post("/tasks/v1", &json!({"functionName": "noop"}))
+            .await;
+        let id = task["id"].as_str().unwrap().to_owned();
+        let (status, _) = app
+            .post(&format!("/tasks/v1/{id}/cancel"), &json!({}))
+            .await;
+        if status == 200 {
+            canceled.push(id);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let db = app.database.connect().await;
+    for id in &canceled {
+        let row = db
+            .query_one("SELECT status, attempt FROM tasks WHERE id = $1", &[id])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "canceled");
+        assert_eq!(row.get::<_, i32>(1), 0, "a canceled task was never claimed");
+    }
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_workers_never_run_the_same_attempt() {
+    let app = TestScheduler::start_with(|config| config.dispatch.redispatch_after_ms = 300).await;
+    let first = app.start_worker(4).await;
+    let second = app.start_worker(4).await;
+    app.create_function(
+        "noop",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        let (_, task) = app
+            .post("/tasks/v1", &json!({"functionName": "noop"}))
+            .await;
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let task = app.wait_until_finished(id).await;
+        assert_eq!(task["status"], "complete", "{task}");
+    }
+    let db = app.database.connect().await;
+    let attempts: Vec<i32> = db
+        .query("SELECT attempt FROM tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        attempts.iter().all(|a| *a == 1),
+        "every task claimed exactly once: {attempts:?}"
+    );
+    first.stop().await;
+    second.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_of_a_deleted_function_fail_with_an_invocation_error() {
+    let app = TestScheduler::start().await;
+    app.create_function(
+        "gone",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    let (_, task) = app
+        .post("/tasks/v1", &json!({"functionName": "gone", "startTimestamp": common::time::format(&(chrono::Utc::now() + chrono::Duration::seconds(1)))}))
+        .await;
+    app.delete("/tasks/v1/functions/gone").await;
+    let task = app.wait_until_finished(task["id"].as_str().unwrap()).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["type"], "invocation");
+    assert_eq!(task["error"]["name"], "FunctionNotFound");
+    app.stop().await;
+}

@@ -1,0 +1,282 @@
+//! `/tasks/v1/functions` against a real scheduler and Postgres.
+
+use harness::{TestScheduler, base64, example_code, zip_files};
+use serde_json::{Value, json};
+
+fn function_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "adds numbers",
+        "code": example_code("testing/noop"),
+        "entryPoint": "handler.handle",
+        "runtime": "python3.12",
+        "timeLimit": 60,
+        "memoryLimit": 256,
+        "environmentVariables": {"MY_VAR": {"value": "v"}},
+        "executionOptions": {"permissionMode": "allUsers", "defaultPriority": 3},
+        "retryPolicy": {"enabled": true, "errorsToRetry": ["CONNECTION_ERROR"]}
+    })
+}
+
+fn assert_error(status: u16, body: &Value, expected_status: u16, code: u64) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["name"].is_string(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn create_get_list_update_delete() {
+    let app = TestScheduler::start().await;
+
+    let (status, created) = app
+        .post("/tasks/v1/functions/", &function_body("adder"))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["name"], "adder");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["runtime"], "python3.12");
+    assert_eq!(created["entryPoint"], "handler.handle");
+    assert_eq!(created["timeLimit"], 60);
+    assert_eq!(created["memoryLimit"], 256);
+    assert_eq!(
+        created["environmentVariables"],
+        json!({"MY_VAR": {"value": "v"}})
+    );
+    assert_eq!(
+        created["executionOptions"],
+        json!({"permissionMode": "allUsers", "defaultPriority": 3})
+    );
+    assert_eq!(
+        created["retryPolicy"],
+        json!({"enabled": true, "errorsToRetry": ["CONNECTION_ERROR"]})
+    );
+    assert!(created.get("code").is_none(), "code is write-only");
+    let updated_at = created["updateTimestamp"].as_str().unwrap();
+    assert!(
+        updated_at.ends_with('Z') && updated_at.len() == 24,
+        "{updated_at}"
+    );
+
+    let (status, fetched) = app.get("/tasks/v1/functions/adder").await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched, created);
+
+    app.post(
+        "/tasks/v1/functions",
+        &json!({
+            "name": "second", "code": example_code("testing/noop"),
+            "entryPoint": "handler.handle", "runtime": "nodejs20.x"
+        }),
+    )
+    .await;
+    for path in ["/tasks/v1/functions/", "/tasks/v1/functions"] {
+        let (status, list) = app.get(path).await;
+        assert_eq!(status, 200);
+        assert_eq!(list["page"]["total"], 2);
+        assert_eq!(list["data"].as_array().unwrap().len(), 2);
+        assert_eq!(list["data"][0]["name"], "adder");
+        assert_eq!(list["data"][0]["description"], "adds numbers");
+        assert!(list["data"][0]["updateTimestamp"].is_string());
+        assert!(list["data"][0].get("runtime").is_none());
+    }
+    let (_, second) = app.get("/tasks/v1/functions/second").await;
+    assert_eq!(second["timeLimit"], 30, "default time limit");
+    assert_eq!(second["memoryLimit"], 128, "default memory limit");
+    assert_eq!(
+        second["executionOptions"]["permissionMode"],
+        "permissionRequired"
+    );
+    assert_eq!(second["retryPolicy"]["enabled"], false);
+
+    // Any subset; unknown fields are tolerated; nested objects are merged.
+    let (status, body) = app
+        .put(
+            "/tasks/v1/functions/adder",
+            &json!({
+                "description": "x", "timeLimit": 90, "unknownField": 1,
+                "executionOptions": {"defaultPriority": 7}
+            }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"affectedRecords": 1}));
+    let (_, fetched) = app.get("/tasks/v1/functions/adder").await;
+    assert_eq!(fetched["description"], "x");
+    assert_eq!(fetched["timeLimit"], 90);
+    assert_eq!(fetched["memoryLimit"], 256);
+    assert_eq!(fetched["executionOptions"]["permissionMode"], "allUsers");
+    assert_eq!(fetched["executionOptions"]["defaultPriority"], 7);
+
+    // Code and configuration together, as the CLI's sync sends them.
+    let new_code = base64(&zip_files(&[("main.py", "def run(e, c):\n    return 2\n")]));
+    let (status, _) = app
+        .put(
+            "/tasks/v1/functions/adder",
+            &json!({
+                "name": "adder", "code": new_code, "entryPoint": "main.run", "runtime": "python3.12"
+            }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let db = app.database.connect().await;
+    let row = db
+        .query_one(
+            "SELECT version, code_sha256 FROM functions WHERE name = 'adder'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3, "every update bumps the version");
+    let stored: Vec<u8> = db
+        .query_one(
+            "SELECT archive FROM function_code WHERE sha256 = $1",
+            &[&row.get::<_, String>(1)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        harness::base64(&stored),
+        new_code,
+        "code is stored by its hash"
+    );
+
+    let (status, body) = app.delete("/tasks/v1/functions/adder").await;
+    assert_eq!((status, body), (200, json!({"affectedRecords": 1})));
+    let (status, body) = app.get("/tasks/v1/functions/adder").await;
+    assert_error(status, &body, 404, 16);
+    let (status, body) = app.delete("/tasks/v1/functions/adder").await;
+    assert_error(status, &body, 404, 16);
+    let (status, body) = app
+        .put("/tasks/v1/functions/adder", &json!({"description": "y"}))
+        .await;
+    assert_error(status, &body, 404, 16);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn enable_and_disable() {
+    let app = TestScheduler::start().await;
+    app.create_noop_function("toggle").await;
+    let (status, body) = app
+        .post("/tasks/v1/functions/toggle/disable", &json!({}))
+        .await;
+    assert_eq!((status, body), (200, json!({"affectedRecords": 1})));
+    let (_, fetched) = app.get("/tasks/v1/functions/toggle").await;
+    assert_eq!(fetched["enabled"], false);
+    // Disabling again is a no-op.
+    let (status, _) = app
+        .post("/tasks/v1/functions/toggle/disable", &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .post("/tasks/v1/functions/toggle/enable", &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, fetched) = app.get("/tasks/v1/functions/toggle").await;
+    assert_eq!(fetched["enabled"], true);
+    let (status, body) = app
+        .post("/tasks/v1/functions/missing/enable", &json!({}))
+        .await;
+    assert_error(status, &body, 404, 16);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_functions_are_rejected_and_change_nothing() {
+    let app = TestScheduler::start().await;
+    let with = |field: &str, value: Value| {
+        let mut body = function_body("fn-x");
+        body[field] = value;
+        body
+    };
+    let cases: Vec<(Value, u16, u64)> = vec![
+        (json!({"name": "only-name"}), 400, 14),
+        (with("code", json!("not base64 at all!")), 400, 1401),
+        (
+            with("code", json!(base64(b"plain text, not a zip"))),
+            400,
+            1401,
+        ),
+        (with("code", json!(base64(&zip_files(&[])))), 400, 1401),
+        (with("code", json!("A".repeat(15 * 1024 * 1024))), 400, 1401),
+        (with("name", json!("bad name/with slash")), 400, 1407),
+        (with("runtime", json!("java21")), 400, 1402),
+        (with("entryPoint", json!("nodot")), 400, 1402),
+        (with("timeLimit", json!(301)), 400, 15),
+        (with("timeLimit", json!(2)), 400, 15),
+        (with("timeLimit", json!("30")), 400, 15),
+        (with("memoryLimit", json!(100)), 400, 15),
+        (with("memoryLimit", json!(10241)), 400, 15),
+        (
+            with(
+                "environmentVariables",
+                json!({"BIG": {"value": "x".repeat(5000)}}),
+            ),
+            400,
+            1402,
+        ),
+        (
+            with("environmentVariables", json!({"1BAD": {"value": "x"}})),
+            400,
+            1402,
+        ),
+        (
+            with("environmentVariables", json!({"OK": "not an object"})),
+            400,
+            15,
+        ),
+        (
+            with("executionOptions", json!({"permissionMode": "everyone"})),
+            400,
+            15,
+        ),
+        (with("retryPolicy", json!({"enabled": "yes"})), 400, 15),
+    ];
+    for (body, status_expected, code) in cases {
+        let (status, response) = app.post("/tasks/v1/functions", &body).await;
+        assert_error(status, &response, status_expected, code);
+    }
+    // Bodies that are not JSON objects.
+    let response = app
+        .http
+        .post(app.url("/tasks/v1/functions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 22);
+    let response = app
+        .http
+        .post(app.url("/tasks/v1/functions"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_error(status, &body, 400, 13);
+
+    let (_, list) = app.get("/tasks/v1/functions").await;
+    assert_eq!(list["page"]["total"], 0, "nothing was stored: {list}");
+
+    app.create_noop_function("taken").await;
+    let (status, body) = app
+        .post("/tasks/v1/functions", &function_body("taken"))
+        .await;
+    assert_error(status, &body, 400, 17);
+    // A failed update leaves the function as it was.
+    let (status, body) = app
+        .put(
+            "/tasks/v1/functions/taken",
+            &json!({"timeLimit": 1000, "description": "changed"}),
+        )
+        .await;
+    assert_error(status, &body, 400, 15);
+    let (_, fetched) = app.get("/tasks/v1/functions/taken").await;
+    assert!(fetched.get("description").is_none(), "{fetched}");
+    app.stop().await;
+}

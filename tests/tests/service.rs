@@ -1,0 +1,104 @@
+//! Start-up and cross-cutting behaviour of the scheduler: migrations, routes, documents.
+
+use harness::{TestDatabase, TestScheduler};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn two_schedulers_starting_at_once_migrate_the_schema_once() {
+    let database = TestDatabase::new();
+    let first = scheduler::config::SchedulerConfig {
+        database: database.config(),
+        http: scheduler::config::HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        ..Default::default()
+    };
+    let second = first.clone();
+    let (a, b) = tokio::join!(
+        scheduler::startup::Application::build(first),
+        scheduler::startup::Application::build(second)
+    );
+    assert!(a.is_ok() && b.is_ok(), "both schedulers come up");
+    let db = database.connect().await;
+    let applied: i64 = db
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let files = std::fs::read_dir(harness::repository_root().join("common/migrations"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!(applied, files, "each migration recorded exactly once");
+}
+
+#[tokio::test]
+async fn routes_answer_with_and_without_trailing_slash() {
+    let app = TestScheduler::start().await;
+    for path in [
+        "/tasks/v1",
+        "/tasks/v1/",
+        "/tasks/v1/schedules",
+        "/tasks/v1/schedules/",
+        "/tasks/v1/functions",
+        "/tasks/v1/functions/",
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body["page"].is_object(), "{path}");
+    }
+    let (status, body) = app.get("/tasks/v1/nothing/here/at/all").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], 16);
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            "/tasks/v1/schedules",
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body["code"].is_number());
+    let (status, _) = app.get("/tasks/v1/health").await;
+    assert_eq!(status, 200);
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!((status, body), (200, json!({"database": true})));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_endpoint() {
+    let app = TestScheduler::start().await;
+    let (status, document) = app.get("/tasks/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    let expect = [
+        ("/tasks/v1", &["get", "post"][..]),
+        ("/tasks/v1/{taskId}/cancel", &["post"]),
+        ("/tasks/v1/{taskId}/logs", &["get"]),
+        ("/tasks/v1/functions", &["get", "post"]),
+        ("/tasks/v1/functions/{name}", &["get", "put", "delete"]),
+        ("/tasks/v1/functions/{name}/enable", &["post"]),
+        ("/tasks/v1/functions/{name}/disable", &["post"]),
+        ("/tasks/v1/schedules", &["get", "post"]),
+        ("/tasks/v1/schedules/{scheduleId}", &["delete"]),
+    ];
+    for (path, methods) in expect {
+        let item: &Value = paths.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        for method in methods {
+            assert!(item.get(*method).is_some(), "{method} {path}");
+        }
+    }
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "Task",
+        "FunctionDefinition",
+        "Schedule",
+        "ErrorBody",
+        "TaskInput",
+        "FunctionInput",
+    ] {
+        assert!(schemas.contains_key(schema), "schema {schema}");
+    }
+    app.stop().await;
+}

@@ -1,0 +1,193 @@
+//! Consumes the `tasks` queue: claim, ack, run. At most `concurrency` tasks run at once; a
+//! message whose claim fails (canceled, already claimed, duplicate) is acked and dropped;
+//! a message nobody can understand is dead-lettered with the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::amqp::{self, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, TaskMessage};
+use common::db::Lifecycle;
+use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::execute::Executor;
+
+pub struct Consumer {
+    pub amqp_url: String,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub lifecycle: Lifecycle,
+    pub executor: Arc<Executor>,
+}
+
+impl Consumer {
+    /// Consumes until `stop` turns true, reconnecting to the broker when it goes away, then
+    /// waits for the running tasks.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut running = JoinSet::new();
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            match self.consume(&slots, &mut running, &mut stop).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "lost the broker, reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = common::shutdown::stopped(&mut stop) => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn consume(
+        &self,
+        slots: &Arc<Semaphore>,
+        running: &mut JoinSet<()>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let connection = amqp::connect(&self.amqp_url).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        amqp::declare_topology(&channel).await?;
+        channel
+            .basic_qos(
+                self.concurrency.min(u16::MAX as usize) as u16,
+                BasicQosOptions::default(),
+            )
+            .await?;
+        let mut deliveries = channel
+            .basic_consume(
+                TASKS_QUEUE.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!("consuming tasks");
+        loop {
+            // Take a message only when a slot is free, so prefetched messages wait in the
+            // broker's accounting instead of piling up here.
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Ok(()),
+                },
+                _ = common::shutdown::stopped(stop) => return Ok(()),
+            };
+            let delivery = tokio::select! {
+                delivery = deliveries.next() => delivery,
+                _ = common::shutdown::stopped(stop) => return Ok(()),
+            };
+            let delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(error.into()),
+                None => anyhow::bail!("the broker closed the consumer"),
+            };
+            while running.try_join_next().is_some() {}
+            if let Some(claimed) = self.claim(&channel, &delivery).await? {
+                let executor = self.executor.clone();
+                running.spawn(async move {
+                    executor.run(claimed).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Claims the task of a message and acks it. Returns the claimed task, if any.
+    async fn claim(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+    ) -> anyhow::Result<Option<common::db::lifecycle::Claimed>> {
+        let message = parse(&delivery.data);
+        let task_id = match message {
+            Ok(message) => message.task_id,
+            Err(reason) => {
+                tracing::warn!(%reason, "dead-lettering an unusable task message");
+                if let Err(error) =
+                    amqp::dead_letter(channel, TASKS_QUEUE, &delivery.data, &reason).await
+                {
+                    tracing::error!(%error, "could not dead-letter a message; it is requeued");
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await?;
+                    return Ok(None);
+                }
+                delivery.ack(BasicAckOptions::default()).await?;
+                return Ok(None);
+            }
+        };
+        match self.lifecycle.claim(&task_id, self.lease).await {
+            Ok(claimed) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+                if claimed.is_none() {
+                    tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped");
+                }
+                Ok(claimed)
+            }
+            Err(error) => {
+                // Postgres is unavailable: give the message back and slow down.
+                tracing::warn!(task_id = %task_id, %error, "could not claim a task; message requeued");
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn parse(body: &[u8]) -> Result<TaskMessage, String> {
+    if body.len() > MAX_TASK_MESSAGE_BYTES {
+        return Err(format!(
+            "message of {} bytes exceeds {MAX_TASK_MESSAGE_BYTES}",
+            body.len()
+        ));
+    }
+    let message: TaskMessage =
+        serde_json::from_slice(body).map_err(|e| format!("not a task message: {e}"))?;
+    message
+        .task_id
+        .parse::<common::id::ObjectId>()
+        .map_err(|e| e.to_string())?;
+    Ok(message)
+}
+
+/// Renews the leases of running attempts every third of the lease, until `stop`.
+pub async fn renew_leases(
+    lifecycle: Lifecycle,
+    running: crate::execute::Running,
+    lease: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(lease / 3) => {}
+            _ = common::shutdown::stopped(&mut stop) => return,
+        }
+        if let Err(error) = lifecycle.renew_leases(&running.snapshot(), lease).await {
+            tracing::warn!(%error, "could not renew task leases");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Running one claimed task: look up its function, invoke it, store logs and the outcome.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use common::db::lifecycle::{Claimed, FailOutcome, Fence};
+use common::db::{Functions, Lifecycle, TaskLogs};
+use common::domain::{FunctionDefinition, Runtime, TaskError, TaskErrorType};
+use serde_json::Value;
+
+use crate::runtime::RuntimePool;
+use crate::runtime::process::FunctionSpec;
+
+/// Largest result a task may store.
+pub const MAX_RESULT_BYTES: usize = 256 * 1024;
+
+/// The attempts this worker is running, whose leases it renews.
+#[derive(Clone, Default)]
+pub struct Running(Arc<Mutex<HashSet<(String, i32)>>>);
+
+impl Running {
+    fn add(&self, id: &str, attempt: i32) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert((id.to_owned(), attempt));
+        }
+    }
+
+    fn remove(&self, id: &str, attempt: i32) {
+        if let Ok(mut set) = self.0.lock() {
+            set.remove(&(id.to_owned(), attempt));
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, i32)> {
+        self.0
+            .lock()
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Executor {
+    pub functions: Functions,
+    pub lifecycle: Lifecycle,
+    pub logs: TaskLogs,
+    pub runtimes: RuntimePool,
+    pub running: Running,
+}
+
+impl Executor {
+    pub async fn run(&self, claimed: Claimed) {
+        let task_id = claimed.task.id.to_string();
+        let attempt = claimed.attempt;
+        let function_name = claimed.task.function_name.clone();
+        self.running.add(&task_id, attempt);
+        let outcome = self.invoke(&claimed).await;
+        let stored = match outcome {
+            Ok(result) => self.lifecycle.complete(&task_id, attempt, &result).await.map(|fresh| {
+                if fresh {
+                    tracing::info!(task_id = %task_id, function = %function_name, "task complete");
+                } else {
+                    tracing::warn!(task_id = %task_id, "attempt was superseded; result discarded");
+                }
+            }),
+            Err(error) => {
+                let fence = Fence {
+                    attempt,
+                    lease_expired: false,
+                };
+                self.lifecycle.fail(&task_id, fence, &error).await.map(|outcome| match outcome {
+                    FailOutcome::Stale => tracing::warn!(task_id = %task_id, "attempt was superseded; error discarded"),
+                    outcome => tracing::info!(task_id = %task_id, function = %function_name, error = %error.name, ?outcome, "task failed"),
+                })
+            }
+        };
+        if let Err(error) = stored {
+            // The lease will expire and the sweeper will settle the task.
+            tracing::error!(task_id = %task_id, %error, "could not store the outcome of a task");
+        }
+        self.running.remove(&task_id, attempt);
+    }
+
+    async fn invoke(&self, claimed: &Claimed) -> Result<Value, TaskError> {
+        let task = &claimed.task;
+        let function = self
+            .functions
+            .get(&task.function_name)
+            .await
+            .map_err(|e| {
+                invocation_error(
+                    "Runtime.Unavailable",
+                    format!("could not load the function: {e}"),
+                )
+            })?
+            .ok_or_else(|| {
+                invocation_error(
+                    "FunctionNotFound",
+                    format!("The function `{}` does not exist", task.function_name),
+                )
+            })?;
+        let spec = spec_of(&function)?;
+        let event = serde_json::to_vec(task)
+            .map(Bytes::from)
+            .map_err(|e| invocation_error("Runtime.InvalidEvent", e.to_string()))?;
+        let request_id = format!("{}-{}", task.id, claimed.attempt);
+        let result = self
+            .runtimes
+            .invoke(&spec, &function.code_sha256, request_id, event)
+            .await;
+        if let Err(error) = self.logs.append(&task.id, &result.logs).await {
+            tracing::warn!(task_id = %task.id, %error, "could not store task logs");
+        }
+        let body = result.outcome?;
+        if body.len() > MAX_RESULT_BYTES {
+            return Err(runtime_error(
+                "ResultTooLarge",
+                format!(
+                    "The function returned {} bytes; a task result may have at most {MAX_RESULT_BYTES}",
+                    body.len()
+                ),
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            runtime_error(
+                "Runtime.InvalidResponse",
+                format!("The function's result is not valid JSON: {e}"),
+            )
+        })
+    }
+}
+
+fn spec_of(function: &FunctionDefinition) -> Result<FunctionSpec, TaskError> {
+    let runtime = Runtime::from_identifier(&function.runtime).ok_or_else(|| {
+        invocation_error(
+            "Runtime.Unsupported",
+            format!("runtime `{}` is not supported", function.runtime),
+        )
+    })?;
+    Ok(FunctionSpec {
+        name: function.name.to_string(),
+        version: function.version,
+        runtime,
+        runtime_identifier: function.runtime.clone(),
+        entry_point: function.entry_point.clone(),
+        time_limit: Duration::from_secs(function.time_limit.max(1) as u64),
+        memory_limit_mb: function.memory_limit.max(1) as u64,
+        environment: function
+            .environment_variables
+            .iter()
+            .map(|(name, variable)| (name.clone(), variable.value.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    })
+}
+
+fn invocation_error(name: &str, message: String) -> TaskError {
+    TaskError {
+        kind: TaskErrorType::Invocation,
+        name: name.to_owned(),
+        message,
+    }
+}
+
+fn runtime_error(name: &str, message: String) -> TaskError {
+    TaskError {
+        kind: TaskErrorType::Runtime,
+        name: name.to_owned(),
+        message,
+    }
+}

@@ -1,0 +1,20 @@
+use worker::config::WorkerConfig;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config: WorkerConfig = match common::config::load() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("worker: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    common::telemetry::init(&config.log);
+    match worker::startup::run(config, common::shutdown::signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("worker failed: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Builds and runs a worker: consume due tasks, run them, serve health endpoints.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use common::db::{Functions, Lifecycle, TaskLogs};
+use deadpool_postgres::Pool;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::WorkerConfig;
+use crate::consumer::{self, Consumer};
+use crate::execute::{Executor, Running};
+use crate::runtime::RuntimePool;
+use crate::runtime::code_cache::CodeCache;
+
+pub struct Worker {
+    listener: TcpListener,
+    pool: Pool,
+    config: WorkerConfig,
+    runtimes: RuntimePool,
+}
+
+impl Worker {
+    pub async fn build(config: WorkerConfig) -> anyhow::Result<Worker> {
+        if config.worker.concurrency == 0 {
+            anyhow::bail!("configuration: worker.concurrency must be at least 1");
+        }
+        let pool = common::db::pool(&config.database)?;
+        let code = CodeCache::new(
+            config.worker.cache_dir.join("code"),
+            Functions::new(pool.clone()),
+        );
+        let runtimes = RuntimePool::new(
+            &config.worker.cache_dir,
+            code,
+            config.worker.max_idle_processes,
+        )
+        .with_context(|| {
+            format!(
+                "preparing worker.cache_dir = {}",
+                config.worker.cache_dir.display()
+            )
+        })?;
+        let listener = TcpListener::bind(config.metrics.listen)
+            .await
+            .with_context(|| format!("binding metrics.listen = {}", config.metrics.listen))?;
+        Ok(Worker {
+            listener,
+            pool,
+            config,
+            runtimes,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Runs until `shutdown` completes: stops taking tasks, lets running ones finish, exits.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let lifecycle = Lifecycle::new(self.pool.clone());
+        let running = Running::default();
+        let lease = self.config.worker.lease();
+        let idle_time = std::time::Duration::from_millis(self.config.worker.idle_process_ms);
+        let executor = Arc::new(Executor {
+            functions: Functions::new(self.pool.clone()),
+            lifecycle: lifecycle.clone(),
+            logs: TaskLogs::new(self.pool.clone()),
+            runtimes: self.runtimes,
+            running: running.clone(),
+        });
+        let mut loops = JoinSet::new();
+        loops.spawn(consumer::renew_leases(
+            lifecycle.clone(),
+            running,
+            lease,
+            stopped.clone(),
+        ));
+        let reaper = executor.clone();
+        let mut reaper_stop = stopped.clone();
+        loops.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(idle_time.min(std::time::Duration::from_secs(10))) => reaper.runtimes.reap(idle_time),
+                    _ = common::shutdown::stopped(&mut reaper_stop) => return,
+                }
+            }
+        });
+        let consuming = tokio::spawn(
+            Consumer {
+                amqp_url: self.config.amqp.url.clone(),
+                concurrency: self.config.worker.concurrency,
+                lease,
+                lifecycle,
+                executor,
+            }
+            .run(stopped.clone()),
+        );
+
+        let app = Router::new()
+            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/readyz", get(ready))
+            .with_state(self.pool);
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await
+            .context("serving health endpoints");
+        let _ = consuming.await;
+        loops.abort_all();
+        while loops.join_next().await.is_some() {}
+        served
+    }
+}
+
+async fn ready(State(pool): State<Pool>) -> (StatusCode, Json<Value>) {
+    let database = match pool.get().await {
+        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    };
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"database": database})))
+}
+
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let worker = Worker::build(config).await?;
+    tracing::info!(
+        "worker ready: health at http://{}/healthz",
+        worker.local_addr()
+    );
+    worker.run_until(shutdown).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
