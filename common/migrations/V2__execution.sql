@@ -1,3 +1,6 @@
+-- When the running attempt was claimed: queue lag = claimed_at - start_timestamp.
+ALTER TABLE tasks ADD COLUMN claimed_at timestamptz;
+
 -- The dispatcher's timer: the earliest start time among waiting tasks.
 CREATE INDEX tasks_next_start ON tasks (start_timestamp) WHERE status = 'new';
 -- Dispatched but not yet claimed tasks, counted to bound the broker window.

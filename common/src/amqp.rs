@@ -1,6 +1,8 @@
 //! RabbitMQ: connection, the topology both binaries declare, and the messages they exchange.
 
-use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,10 @@ pub const TASKS_QUEUE: &str = "tasks";
 pub const DEAD_LETTER_QUEUE: &str = "tasks.dead-letter";
 /// Topic exchange of platform events (`task_failed` included); routing key = event type.
 pub const EVENTS_EXCHANGE: &str = "platform.events";
+/// The scheduler's queue of platform events, bound to every routing key of the exchange.
+pub const EVENTS_QUEUE: &str = "tasks.events";
+/// Largest platform event accepted.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Largest task message accepted; real ones are a few dozen bytes.
 pub const MAX_TASK_MESSAGE_BYTES: usize = 4096;
 
@@ -60,6 +66,22 @@ pub async fn declare_topology(channel: &Channel) -> Result<(), AmqpError> {
                 durable: true,
                 ..ExchangeDeclareOptions::default()
             },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            EVENTS_QUEUE.into(),
+            QueueDeclareOptions::durable(),
+            quorum(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            EVENTS_QUEUE.into(),
+            EVENTS_EXCHANGE.into(),
+            "#".into(),
+            QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;

@@ -4,7 +4,9 @@
 pub mod api;
 pub mod config;
 pub mod dispatch;
+pub mod events;
 pub mod listener;
+pub mod recurring;
 pub mod relay;
 pub mod startup;
 pub mod sweeper;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use axum::ServiceExt;
 use axum::extract::Request;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::Layer;
 
@@ -20,8 +21,9 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState};
 use crate::config::SchedulerConfig;
 use crate::dispatch::Dispatcher;
+use crate::events::EventConsumer;
 use crate::listener::{self, Wakeups};
-use crate::{relay, sweeper};
+use crate::{recurring, relay, sweeper};
 
 pub struct Application {
     listener: TcpListener,
@@ -82,6 +84,17 @@ impl Application {
             self.config.dispatch.sweep_interval(),
             stopped.clone(),
         ));
+        loops.spawn(
+            EventConsumer {
+                amqp_url: self.config.amqp.url.clone(),
+                triggers: common::db::Triggers::new(self.pool.clone()),
+            }
+            .run(stopped.clone()),
+        );
+        loops.spawn(recurring::run(
+            common::db::Schedules::new(self.pool.clone()),
+            stopped.clone(),
+        ));
         loops.spawn(relay::run(
             Outbox::new(self.pool.clone()),
             publisher,
@@ -91,7 +104,10 @@ impl Application {
 
         let app =
             axum::middleware::map_request(api::trim_trailing_slash).layer(api::router(self.state));
-        let served = axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
+        let listener = self.listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
+        let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving the API");

@@ -189,6 +189,19 @@ impl TestScheduler {
         config
     }
 
+    /// Starts another scheduler on the same database and vhost, as a second replica would run.
+    pub async fn start_replica(&self) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+        let config = Self::config(&self.database, &self.vhost);
+        let application = scheduler::startup::Application::build(config)
+            .await
+            .expect("replica starts");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(application.run_until(async {
+            let _ = stopped.await;
+        }));
+        (stop, handle)
+    }
+
     /// Starts a worker on this scheduler's database and vhost.
     pub async fn start_worker(&self, concurrency: usize) -> TestWorker {
         TestWorker::start(self, |config| config.worker.concurrency = concurrency).await
@@ -461,4 +474,72 @@ impl TestScheduler {
         assert_eq!(status, 200, "{created}");
         created
     }
+}
+
+/// Path of a binary of the workspace, built by `cargo test` next to the test executables.
+pub fn binary(name: &str) -> PathBuf {
+    let executable = std::env::current_exe().expect("test executable path");
+    let directory = executable
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = directory.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the suite with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A third-party API stub: answers every request with `status` and records each request line
+/// with whether it carried `Authorization: Bearer secret-token`.
+pub async fn third_party_stub(
+    status: u16,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let recorded = recorded.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 8192];
+                let n = socket.read(&mut buffer).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..n]).to_string();
+                let first_line = request.lines().next().unwrap_or_default().to_owned();
+                let authorized = request
+                    .to_ascii_lowercase()
+                    .contains("authorization: bearer secret-token");
+                if let Ok(mut recorded) = recorded.lock() {
+                    recorded.push(format!("{first_line} auth={authorized}"));
+                }
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{address}"), requests)
+}
+
+/// Publishes a platform event as a platform service would: JSON, persistent, routing key =
+/// event type, on the `platform.events` exchange.
+pub async fn publish_event(channel: &lapin::Channel, event_type: &str, body: &[u8]) {
+    let confirm = channel
+        .basic_publish(
+            common::amqp::EVENTS_EXCHANGE.into(),
+            event_type.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            common::amqp::persistent_json(),
+        )
+        .await
+        .expect("publish");
+    confirm.await.expect("confirm");
 }

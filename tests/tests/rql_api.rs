@@ -170,3 +170,77 @@ async fn invalid_rql_is_error_19_and_never_a_server_error() {
     assert_eq!(body["page"]["total"], 5, "the table is intact");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn arbitrary_queries_never_cause_a_server_error() {
+    let app = TestScheduler::start().await;
+    seed(&app).await;
+    let pieces = [
+        "eq(",
+        "ne(",
+        "gt(",
+        "in(",
+        "out(",
+        "like(",
+        "and(",
+        "or(",
+        "contains(",
+        "excludes(",
+        "sort(",
+        "limit(",
+        "select(",
+        "skipCount()",
+        ")",
+        ",",
+        "&",
+        "|",
+        "=",
+        ">=",
+        "<",
+        "!=",
+        "status",
+        "priority",
+        "tags",
+        "data.n",
+        "data.items",
+        "startTimestamp",
+        "id",
+        "new",
+        "5",
+        "-1",
+        "null",
+        "true",
+        "%2528",
+        "%252C",
+        "%25",
+        "'q'",
+        "*",
+        "date:2024-01-01",
+        "epoch:0",
+        "string:x",
+        "number:1",
+        "2024-01-01T00:00:00Z",
+        "error.name",
+        "result",
+    ];
+    // A deterministic generator, so a failure can be reproduced.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..300 {
+        let length = 1 + next() % 12;
+        let query: String = (0..length)
+            .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+            .collect();
+        let (status, body) = app.get(&format!("/tasks/v1/?{query}")).await;
+        assert!(
+            status == 200 || (status == 400 && body["code"] == 19),
+            "{query}: {status} {body}"
+        );
+    }
+    app.stop().await;
+}

@@ -82,6 +82,8 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/tasks/v1/functions/{name}/disable", &["post"]),
         ("/tasks/v1/schedules", &["get", "post"]),
         ("/tasks/v1/schedules/{scheduleId}", &["delete"]),
+        ("/tasks/v1/triggers", &["get", "post"]),
+        ("/tasks/v1/triggers/{triggerId}", &["get", "put", "delete"]),
     ];
     for (path, methods) in expect {
         let item: &Value = paths.get(path).unwrap_or_else(|| panic!("{path} missing"));

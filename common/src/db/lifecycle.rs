@@ -66,7 +66,7 @@ impl Lifecycle {
             .prepare_cached(
                 "UPDATE tasks SET status = 'inProgress', attempt = attempt + 1, \
                    lease_expires_at = now() + $2 * interval '1 second', dispatched_at = NULL, \
-                   status_changed_timestamp = $3, update_timestamp = $3 \
+                   claimed_at = clock_timestamp(), status_changed_timestamp = $3, update_timestamp = $3 \
                  WHERE id = $1 AND status = 'new' AND start_timestamp <= now() \
                  RETURNING *",
             )

@@ -8,6 +8,7 @@ pub mod outbox;
 pub mod schedules;
 pub mod task_logs;
 pub mod tasks;
+pub mod triggers;
 
 use std::str::FromStr;
 
@@ -25,6 +26,7 @@ pub use outbox::Outbox;
 pub use schedules::Schedules;
 pub use task_logs::TaskLogs;
 pub use tasks::Tasks;
+pub use triggers::Triggers;
 
 mod embedded {
     refinery::embed_migrations!("migrations");

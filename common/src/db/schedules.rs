@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
-use crate::domain::Schedule;
+use crate::domain::{Recurrence, Schedule};
 use crate::id::ObjectId;
 use crate::rql::{Field, FieldKind, Schema};
 
@@ -61,16 +61,20 @@ pub static SCHEDULE_SCHEMA: Schema = Schema {
     ],
 };
 
-const COLUMNS: &str = "id, function_name, interval_seconds, data, priority, start_timestamp, \
-    next_timestamp, creation_timestamp, update_timestamp";
+const COLUMNS: &str = "id, function_name, interval_seconds, cron, timezone, data, priority, \
+    start_timestamp, next_timestamp, creation_timestamp, update_timestamp";
 
 #[derive(Debug, Clone)]
 pub struct NewSchedule {
     pub function_name: String,
-    pub interval_seconds: i64,
+    pub interval_seconds: Option<i64>,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
     pub data: Value,
     pub priority: Option<i64>,
     pub start_timestamp: DateTime<Utc>,
+    /// The first slot, at or after the start.
+    pub next_timestamp: DateTime<Utc>,
 }
 
 #[derive(Clone)]
@@ -83,23 +87,24 @@ impl Schedules {
         Schedules { pool }
     }
 
-    /// Stores a schedule whose first task is due at its start time.
     pub async fn insert(&self, schedule: NewSchedule) -> Result<Schedule, StoreError> {
         let client = self.pool.get().await?;
-        let start = crate::time::truncate_to_millis(schedule.start_timestamp);
         let row = client
             .query_one(
                 &format!(
-                    "INSERT INTO schedules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $7) \
-                     RETURNING {COLUMNS}"
+                    "INSERT INTO schedules ({COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {COLUMNS}"
                 ),
                 &[
                     &ObjectId::generate().to_string(),
                     &schedule.function_name,
                     &schedule.interval_seconds,
+                    &schedule.cron,
+                    &schedule.timezone,
                     &schedule.data,
                     &schedule.priority,
-                    &start,
+                    &crate::time::truncate_to_millis(schedule.start_timestamp),
+                    &crate::time::truncate_to_millis(schedule.next_timestamp),
                     &crate::time::now(),
                 ],
             )
@@ -121,6 +126,89 @@ impl Schedules {
         .await
     }
 
+    /// Creates the task of every due schedule and moves each to its next slot, in one
+    /// transaction per batch. Row locks let several schedulers fire at once without taking the
+    /// same schedule, and the unique (schedule, slot) index makes a second task for a slot
+    /// impossible even so. Returns the number of tasks created.
+    pub async fn fire_due(&self, limit: i64) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let rows = transaction
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM schedules WHERE next_timestamp <= now() \
+                     ORDER BY next_timestamp LIMIT $1 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&limit],
+            )
+            .await?;
+        let now = crate::time::now();
+        let mut created = 0;
+        for row in &rows {
+            let schedule = schedule_from_row(row)?;
+            let id = schedule.id.to_string();
+            let recurrence = Recurrence::parse(
+                schedule.interval,
+                schedule.cron.as_deref(),
+                schedule.timezone.as_deref(),
+            )
+            .map_err(|e| StoreError::Corrupt(format!("schedule {id}: {e}")))?;
+            let slot = schedule.next_timestamp;
+            created += transaction
+                .execute(
+                    "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, \
+                       start_timestamp, priority, source, schedule_id, schedule_slot, \
+                       creation_timestamp, update_timestamp) \
+                     VALUES ($1, $2, 'new', $3, $4, $5, \
+                       COALESCE($6, (SELECT default_priority FROM functions WHERE name = $2), 0), \
+                       'schedule', $7, $5, $3, $3) \
+                     ON CONFLICT (schedule_id, schedule_slot) WHERE schedule_id IS NOT NULL DO NOTHING",
+                    &[
+                        &ObjectId::generate().to_string(),
+                        &schedule.function_name,
+                        &now,
+                        &schedule.data,
+                        &slot,
+                        &schedule.priority,
+                        &id,
+                    ],
+                )
+                .await?;
+            match recurrence.next_slot(slot, now) {
+                Some(next) => {
+                    transaction
+                        .execute(
+                            "UPDATE schedules SET next_timestamp = $2, update_timestamp = $3 WHERE id = $1",
+                            &[&id, &next, &now],
+                        )
+                        .await?;
+                }
+                None => {
+                    // A cron expression with no future time (a past year): it is finished.
+                    tracing::info!(schedule_id = %id, "schedule has no future slot; deleting it");
+                    transaction
+                        .execute("DELETE FROM schedules WHERE id = $1", &[&id])
+                        .await?;
+                }
+            }
+        }
+        transaction.commit().await?;
+        Ok(created)
+    }
+
+    /// How long until the earliest schedule is due (`None` when there is none).
+    pub async fn next_due_in(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT GREATEST(0, EXTRACT(EPOCH FROM (min(next_timestamp) - now())))::float8 FROM schedules",
+                &[],
+            )
+            .await?;
+        let seconds: Option<f64> = row.try_get(0)?;
+        Ok(seconds.map(std::time::Duration::from_secs_f64))
+    }
+
     /// Returns the number of schedules deleted.
     pub async fn delete(&self, id: &ObjectId) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
@@ -130,7 +218,7 @@ impl Schedules {
     }
 }
 
-fn schedule_from_row(row: &Row) -> Result<Schedule, StoreError> {
+pub(crate) fn schedule_from_row(row: &Row) -> Result<Schedule, StoreError> {
     let id: String = row.try_get("id")?;
     Ok(Schedule {
         id: id
@@ -138,6 +226,8 @@ fn schedule_from_row(row: &Row) -> Result<Schedule, StoreError> {
             .map_err(|e: crate::id::InvalidObjectId| StoreError::Corrupt(e.to_string()))?,
         function_name: row.try_get("function_name")?,
         interval: row.try_get("interval_seconds")?,
+        cron: row.try_get("cron")?,
+        timezone: row.try_get("timezone")?,
         data: row.try_get("data")?,
         priority: row.try_get("priority")?,
         start_timestamp: row.try_get("start_timestamp")?,

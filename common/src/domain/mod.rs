@@ -4,11 +4,13 @@ pub mod function;
 pub mod priority;
 pub mod schedule;
 pub mod task;
+pub mod trigger;
 
 pub use function::{
     EnvironmentVariable, ExecutionOptions, FunctionDefinition, FunctionName, PermissionMode,
     RetryPolicy, Runtime,
 };
 pub use priority::Priority;
-pub use schedule::Schedule;
+pub use schedule::{Recurrence, Schedule};
 pub use task::{Task, TaskError, TaskErrorType, TaskSource, TaskStatus};
+pub use trigger::Trigger;

@@ -1,417 +1,792 @@
-//! [`Expr`] → parameterized SQL against a [`Schema`]. The only identifiers that reach the SQL
-//! text are the static column expressions of the schema (and, for sorting on JSON, path
-//! segments restricted to `[A-Za-z0-9_-]`); every user value is a bound parameter.
+//! [`Expr`] → a parameterized SQL condition for one table.
+//!
+//! The only identifiers written into the SQL are `column`s of the static [`Schema`] and aliases
+//! this module makes up (`rql_1`, …); every value, pattern and JSON path is a bound parameter,
+//! cast to its type (`$3::bigint`) so PostgreSQL never has to guess it. Parameters are never
+//! reused: each placeholder appears once, numbered in the order of the SQL text.
+//!
+//! Missing values follow the reference's document-store semantics: `ne`, `out` and `excludes`
+//! also match a row whose field is NULL (missing), and every negation is written so that it can
+//! never be NULL itself (`IS DISTINCT FROM`, `NOT COALESCE(…, FALSE)`, `NOT EXISTS`).
 
-use chrono::{DateTime, Utc};
+use super::coerce::{self, json_type, json_value};
+use super::error::{RqlError, quote};
+use super::params::{SqlFilter, SqlParam};
+use super::schema::{FieldKind, Schema, path_segments};
+use super::{CompareOp, Expr, MAX_DEPTH, Value};
 
-use super::{
-    CompareOp, Expr, Field, FieldKind, RqlError, Schema, SortKey, SqlFilter, SqlParam, Value,
-};
+/// Most parameters one filter may bind: far below PostgreSQL's 65 535, far above what an
+/// 8 KiB query can legitimately need.
+pub const MAX_PARAMS: usize = 16_384;
 
-/// What a field name resolves to.
-enum Target {
-    Column {
-        column: String,
-        kind: FieldKind,
-    },
-    /// A path inside a jsonb expression.
-    JsonPath {
-        root: String,
-        path: Vec<String>,
-    },
-}
+/// Deepest [`Expr`] compiled. Parsed queries nest at most [`MAX_DEPTH`]; this also bounds the
+/// recursion for expressions built by hand.
+const MAX_EXPR_DEPTH: usize = 2 * MAX_DEPTH;
 
-struct Compiler<'a> {
-    schema: &'a Schema,
-    params: Vec<SqlParam>,
-    first_param: usize,
-    /// Nesting of `contains(field, conditions)`: each level has its own element alias.
-    element_scopes: Vec<String>,
-}
+/// `ILIKE … ESCAPE` with a backslash, written as an escape string so it means the same whatever
+/// `standard_conforming_strings` is.
+const ESCAPE: &str = "ESCAPE E'\\\\'";
 
+/// Compiles `expr` for `schema`, numbering placeholders from `$first_param`.
 pub fn compile_filter(
     expr: &Expr,
     schema: &Schema,
     first_param: usize,
 ) -> Result<SqlFilter, RqlError> {
+    if first_param == 0 {
+        return Err(RqlError::Invalid(
+            "placeholders start at $1: first_param must be at least 1".to_owned(),
+        ));
+    }
     let mut compiler = Compiler {
-        schema,
-        params: Vec::new(),
         first_param,
-        element_scopes: Vec::new(),
+        params: Vec::new(),
+        aliases: 0,
     };
-    let sql = compiler.expr(expr)?;
+    let sql = compiler.expr(expr, &Scope::Table(schema), 0)?;
     Ok(SqlFilter {
         sql,
         params: compiler.params,
     })
 }
 
-pub fn compile_order_by(sort: &[SortKey], schema: &Schema) -> Result<String, RqlError> {
-    let mut terms = Vec::new();
-    for key in sort {
-        let direction = if key.descending { "DESC" } else { "ASC" };
-        let expression = match resolve_in_schema(schema, &key.field)? {
-            Target::Column { column, .. } => column,
-            Target::JsonPath { root, path } => {
-                if !path.iter().all(|s| {
-                    !s.is_empty()
-                        && s.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                }) {
-                    return Err(RqlError::new(format!(
-                        "cannot sort on `{}`: path segments may only use letters, digits, `_` and `-`",
-                        key.field
-                    )));
-                }
-                format!("{root} #> '{{{}}}'", path.join(","))
-            }
-        };
-        terms.push(format!("{expression} {direction}"));
-    }
-    Ok(terms.join(", "))
+/// What field names refer to.
+enum Scope<'a> {
+    /// The table: names are looked up in the schema.
+    Table(&'a Schema),
+    /// Inside `contains(textArray, …)`: the element, called by the array's own name.
+    TextElement { name: &'a str, column: String },
+    /// Inside `contains(jsonArray, …)`: any dotted path addresses inside the element.
+    JsonElement { column: String },
 }
 
-pub fn check_select(select: &[String], schema: &Schema) -> Result<(), RqlError> {
-    for field in select {
-        resolve_in_schema(schema, field)?;
-        let nested_prefix = format!("{field}.");
-        if select.iter().any(|other| other.starts_with(&nested_prefix)) {
-            return Err(RqlError::new(format!(
-                "select cannot name both `{field}` and a field inside it"
-            )));
-        }
-    }
-    Ok(())
+/// A resolved field: a trusted SQL expression, how it is stored, and the path inside it (JSON
+/// only).
+struct Target {
+    column: String,
+    kind: FieldKind,
+    path: Vec<String>,
 }
 
-fn resolve_in_schema(schema: &Schema, name: &str) -> Result<Target, RqlError> {
-    let unknown = || {
-        RqlError::new(format!(
-            "unknown field `{}`",
-            name.chars().take(64).collect::<String>()
-        ))
-    };
-    let (head, rest) = match name.split_once('.') {
-        Some((head, rest)) => (head, Some(rest)),
-        None => (name, None),
-    };
-    let field: &Field = schema
-        .fields
-        .iter()
-        .find(|f| f.name == head)
-        .ok_or_else(unknown)?;
-    match (field.kind, rest) {
-        (kind, None) => Ok(Target::Column {
-            column: field.column.to_owned(),
-            kind,
-        }),
-        (FieldKind::Json, Some(rest)) => Ok(Target::JsonPath {
-            root: field.column.to_owned(),
-            path: rest.split('.').map(str::to_owned).collect(),
-        }),
-        _ => Err(unknown()),
-    }
-}
-
-impl Compiler<'_> {
-    fn param(&mut self, value: SqlParam) -> String {
-        self.params.push(value);
-        format!("${}", self.first_param + self.params.len() - 1)
-    }
-
+impl Scope<'_> {
     fn resolve(&self, name: &str) -> Result<Target, RqlError> {
-        match self.element_scopes.last() {
-            // Inside contains(list, …) names address fields of the list's elements.
-            Some(element) => Ok(Target::JsonPath {
-                root: element.clone(),
-                path: name.split('.').map(str::to_owned).collect(),
+        match self {
+            Scope::Table(schema) => {
+                let (field, path) = schema.resolve(name)?;
+                Ok(Target {
+                    column: field.column.to_owned(),
+                    kind: field.kind,
+                    path,
+                })
+            }
+            Scope::TextElement {
+                name: element,
+                column,
+            } => {
+                if name == *element {
+                    Ok(Target {
+                        column: column.clone(),
+                        kind: FieldKind::Text,
+                        path: Vec::new(),
+                    })
+                } else {
+                    Err(RqlError::Invalid(format!(
+                        "inside contains({element},…) the conditions refer to the element as \
+                         `{element}`, not `{}`",
+                        quote(name)
+                    )))
+                }
+            }
+            Scope::JsonElement { column } => Ok(Target {
+                column: column.clone(),
+                kind: FieldKind::Json,
+                path: path_segments(name, name)?,
             }),
-            None => resolve_in_schema(self.schema, name),
+        }
+    }
+}
+
+struct Compiler {
+    first_param: usize,
+    params: Vec<SqlParam>,
+    aliases: usize,
+}
+
+impl Compiler {
+    /// Adds a parameter; returns its cast placeholder.
+    fn bind(&mut self, param: SqlParam) -> Result<String, RqlError> {
+        let too_complex = || RqlError::Invalid("the query is too complex".to_owned());
+        if self.params.len() >= MAX_PARAMS {
+            return Err(too_complex());
+        }
+        let number = self
+            .first_param
+            .checked_add(self.params.len())
+            .ok_or_else(too_complex)?;
+        let placeholder = format!("${number}::{}", param.sql_type());
+        self.params.push(param);
+        Ok(placeholder)
+    }
+
+    /// A fresh alias for a subquery, unique in the whole filter so nested ones never shadow.
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("rql_{}", self.aliases)
+    }
+
+    /// The JSON value a target addresses: the column itself, or `(column #> $n::text[])`.
+    fn json(&mut self, target: &Target) -> Result<String, RqlError> {
+        if target.path.is_empty() {
+            Ok(target.column.clone())
+        } else {
+            let path = self.bind(SqlParam::TextArray(target.path.clone()))?;
+            Ok(format!("({} #> {path})", target.column))
         }
     }
 
-    fn expr(&mut self, expr: &Expr) -> Result<String, RqlError> {
-        Ok(match expr {
-            Expr::And(parts) => self.join(parts, " AND ", "TRUE")?,
-            Expr::Or(parts) => self.join(parts, " OR ", "FALSE")?,
+    fn expr(&mut self, expr: &Expr, scope: &Scope, depth: usize) -> Result<String, RqlError> {
+        if depth > MAX_EXPR_DEPTH {
+            return Err(RqlError::TooDeep { max: MAX_DEPTH });
+        }
+        match expr {
+            Expr::And(items) => self.junction(items, "AND", "TRUE", scope, depth),
+            Expr::Or(items) => self.junction(items, "OR", "FALSE", scope, depth),
             Expr::Compare { field, op, value } => {
-                let target = self.resolve(field)?;
-                self.compare(target, field, *op, value)?
+                let target = scope.resolve(field)?;
+                self.compare(&target, field, *op, value)
             }
             Expr::In { field, values } => {
-                let parts: Vec<Expr> = values
-                    .iter()
-                    .map(|value| Expr::Compare {
-                        field: field.clone(),
-                        op: CompareOp::Eq,
-                        value: value.clone(),
-                    })
-                    .collect();
-                self.join(&parts, " OR ", "FALSE")?
+                let target = scope.resolve(field)?;
+                self.any_of(&target, field, values)
             }
             Expr::Out { field, values } => {
-                let parts: Vec<Expr> = values
-                    .iter()
-                    .map(|value| Expr::Compare {
-                        field: field.clone(),
-                        op: CompareOp::Ne,
-                        value: value.clone(),
-                    })
-                    .collect();
-                self.join(&parts, " AND ", "TRUE")?
+                let target = scope.resolve(field)?;
+                if values.is_empty() {
+                    return Ok("TRUE".to_owned());
+                }
+                let any = self.any_of(&target, field, values)?;
+                Ok(format!("NOT COALESCE({any}, FALSE)"))
             }
             Expr::Like { field, pattern } => {
-                let target = self.resolve(field)?;
-                let pattern = self.param(SqlParam::Text(like_pattern(pattern)));
-                match target {
-                    Target::Column {
-                        column,
-                        kind: FieldKind::Text,
-                    } => format!("{column} ILIKE {pattern} ESCAPE '\\'"),
-                    Target::Column {
-                        column,
-                        kind: FieldKind::TextArray,
-                    } => format!(
-                        "EXISTS (SELECT 1 FROM unnest({column}) AS element WHERE element ILIKE {pattern} ESCAPE '\\')"
-                    ),
-                    Target::Column { column, .. } => {
-                        format!("{column}::text ILIKE {pattern} ESCAPE '\\'")
-                    }
-                    Target::JsonPath { root, path } => {
-                        let path = self.param(SqlParam::TextArray(path));
-                        format!("({root} #>> {path}) ILIKE {pattern} ESCAPE '\\'")
-                    }
-                }
+                let target = scope.resolve(field)?;
+                self.like(&target, field, pattern)
             }
-            Expr::Contains { field, conditions } => self.contains(field, conditions.as_deref())?,
+            Expr::Contains { field, conditions } => {
+                let target = scope.resolve(field)?;
+                self.contains(&target, field, conditions.as_deref(), depth)
+            }
             Expr::Excludes { field, conditions } => {
-                format!("NOT ({})", self.contains(field, conditions.as_deref())?)
+                let target = scope.resolve(field)?;
+                let contains = self.contains(&target, field, conditions.as_deref(), depth)?;
+                Ok(format!("NOT ({contains})"))
             }
+        }
+    }
+
+    /// `and`/`or`: no items is the neutral element, one is itself, more are parenthesized.
+    fn junction(
+        &mut self,
+        items: &[Expr],
+        operator: &str,
+        neutral: &str,
+        scope: &Scope,
+        depth: usize,
+    ) -> Result<String, RqlError> {
+        let mut parts = Vec::with_capacity(items.len());
+        for item in items {
+            parts.push(self.expr(item, scope, depth + 1)?);
+        }
+        Ok(match parts.len() {
+            0 => neutral.to_owned(),
+            1 => parts.pop().unwrap_or_default(),
+            _ => format!("({})", parts.join(&format!(" {operator} "))),
         })
-    }
-
-    fn join(&mut self, parts: &[Expr], separator: &str, empty: &str) -> Result<String, RqlError> {
-        if parts.is_empty() {
-            return Ok(empty.to_owned());
-        }
-        let compiled = parts
-            .iter()
-            .map(|p| self.expr(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(format!("({})", compiled.join(separator)))
-    }
-
-    fn contains(&mut self, field: &str, conditions: Option<&Expr>) -> Result<String, RqlError> {
-        let target = self.resolve(field)?;
-        match (target, conditions) {
-            (
-                Target::Column {
-                    column,
-                    kind: FieldKind::TextArray,
-                },
-                None,
-            ) => Ok(format!("cardinality({column}) > 0")),
-            (
-                Target::Column {
-                    column,
-                    kind: FieldKind::Json,
-                },
-                None,
-            ) => Ok(format!(
-                "({column} IS NOT NULL AND {column} <> 'null'::jsonb)"
-            )),
-            (Target::Column { column, .. }, None) => Ok(format!("{column} IS NOT NULL")),
-            (Target::JsonPath { root, path }, None) => {
-                let path = self.param(SqlParam::TextArray(path));
-                Ok(format!(
-                    "(({root} #> {path}) IS NOT NULL AND ({root} #> {path}) <> 'null'::jsonb)"
-                ))
-            }
-            (Target::JsonPath { root, path }, Some(conditions)) => {
-                let path = self.param(SqlParam::TextArray(path));
-                self.elements_matching(format!("{root} #> {path}"), conditions)
-            }
-            (
-                Target::Column {
-                    column,
-                    kind: FieldKind::Json,
-                },
-                Some(conditions),
-            ) => self.elements_matching(column, conditions),
-            (Target::Column { .. }, Some(_)) => Err(RqlError::new(format!(
-                "contains with conditions needs a JSON array field such as `data.items`, not `{field}`"
-            ))),
-        }
-    }
-
-    /// Some element of the JSON array `array` satisfies `conditions`.
-    fn elements_matching(&mut self, array: String, conditions: &Expr) -> Result<String, RqlError> {
-        let alias = format!("element_{}", self.element_scopes.len());
-        self.element_scopes.push(format!("{alias}.value"));
-        let inner = self.expr(conditions);
-        self.element_scopes.pop();
-        Ok(format!(
-            "EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({array}) = 'array' \
-             THEN {array} ELSE '[]'::jsonb END) AS {alias} WHERE {})",
-            inner?
-        ))
     }
 
     fn compare(
         &mut self,
-        target: Target,
-        name: &str,
+        target: &Target,
+        field: &str,
         op: CompareOp,
         value: &Value,
     ) -> Result<String, RqlError> {
-        let symbol = match op {
-            CompareOp::Eq => "=",
-            CompareOp::Ne => "<>",
-            CompareOp::Gt => ">",
-            CompareOp::Ge => ">=",
-            CompareOp::Lt => "<",
-            CompareOp::Le => "<=",
-        };
-        let (column, kind) = match target {
-            Target::JsonPath { root, path } => {
-                return Ok(self.compare_json(&root, path, op, symbol, value));
-            }
-            Target::Column {
-                column,
-                kind: FieldKind::Json,
-            } => {
-                return Ok(self.compare_json(&column, Vec::new(), op, symbol, value));
-            }
-            Target::Column { column, kind } => (column, kind),
-        };
-        if let Value::Null = value {
-            return match op {
-                CompareOp::Eq => Ok(format!("{column} IS NULL")),
-                CompareOp::Ne => Ok(format!("{column} IS NOT NULL")),
-                _ => Err(RqlError::new(format!(
-                    "`{name}` cannot be ordered against null"
+        let column = &target.column;
+        if *value == Value::Null {
+            return match (target.kind, op) {
+                // A JSON null and a missing key are both "null".
+                (FieldKind::Json, CompareOp::Eq) => Ok(format!(
+                    "COALESCE({}, 'null'::jsonb) = 'null'::jsonb",
+                    self.json(target)?
+                )),
+                (FieldKind::Json, CompareOp::Ne) => Ok(format!(
+                    "COALESCE({}, 'null'::jsonb) <> 'null'::jsonb",
+                    self.json(target)?
+                )),
+                (_, CompareOp::Eq) => Ok(format!("{column} IS NULL")),
+                (_, CompareOp::Ne) => Ok(format!("{column} IS NOT NULL")),
+                _ => Err(RqlError::Invalid(format!(
+                    "`{}` cannot compare `{}` with null; use eq or ne",
+                    op.name(),
+                    quote(field)
                 ))),
             };
         }
-        let param = match kind {
-            FieldKind::Text | FieldKind::TextArray | FieldKind::Json => {
-                SqlParam::Text(value.as_text())
+        match target.kind {
+            FieldKind::TextArray => {
+                let v = self.bind(coerce::param(target.kind, field, value)?)?;
+                // "Some element is greater than v" reads `v < ANY(column)`: flip the operator.
+                Ok(match op {
+                    CompareOp::Eq => format!("{v} = ANY({column})"),
+                    CompareOp::Ne => format!("NOT COALESCE({v} = ANY({column}), FALSE)"),
+                    CompareOp::Gt => format!("{v} < ANY({column})"),
+                    CompareOp::Ge => format!("{v} <= ANY({column})"),
+                    CompareOp::Lt => format!("{v} > ANY({column})"),
+                    CompareOp::Le => format!("{v} >= ANY({column})"),
+                })
             }
-            FieldKind::Integer => SqlParam::Int(as_integer(name, value)?),
-            FieldKind::Number => SqlParam::Float(as_number(name, value)?),
-            FieldKind::Bool => SqlParam::Bool(as_bool(name, value)?),
-            FieldKind::Timestamp => SqlParam::Timestamp(as_timestamp(name, value)?),
+            FieldKind::Json => match op {
+                // `@>` is equality for a scalar and membership for an array.
+                CompareOp::Eq => {
+                    let x = self.json(target)?;
+                    let v = self.bind(SqlParam::Json(json_value(field, value)?))?;
+                    Ok(format!("{x} @> {v}"))
+                }
+                CompareOp::Ne => {
+                    let x = self.json(target)?;
+                    let v = self.bind(SqlParam::Json(json_value(field, value)?))?;
+                    Ok(format!("NOT COALESCE({x} @> {v}, FALSE)"))
+                }
+                // jsonb orders across types (any string < any number < any boolean); only
+                // values of the query value's own type compare, as in the reference.
+                _ => {
+                    let kind = json_type(value);
+                    let x = self.json(target)?;
+                    let y = self.json(target)?;
+                    let v = self.bind(SqlParam::Json(json_value(field, value)?))?;
+                    Ok(format!(
+                        "(jsonb_typeof({x}) = '{kind}' AND {y} {} {v})",
+                        op.symbol()
+                    ))
+                }
+            },
+            kind => {
+                let v = self.bind(coerce::param(kind, field, value)?)?;
+                Ok(match op {
+                    CompareOp::Ne => format!("{column} IS DISTINCT FROM {v}"),
+                    _ => format!("{column} {} {v}", op.symbol()),
+                })
+            }
+        }
+    }
+
+    /// `in`: the field (or, for arrays, one of its elements) is one of `values`.
+    fn any_of(
+        &mut self,
+        target: &Target,
+        field: &str,
+        values: &[Value],
+    ) -> Result<String, RqlError> {
+        let column = &target.column;
+        let listed: Vec<&Value> = values.iter().filter(|v| **v != Value::Null).collect();
+        let null_test = if listed.len() < values.len() {
+            Some(match target.kind {
+                FieldKind::Json => format!(
+                    "COALESCE({}, 'null'::jsonb) = 'null'::jsonb",
+                    self.json(target)?
+                ),
+                _ => format!("{column} IS NULL"),
+            })
+        } else {
+            None
         };
-        let placeholder = self.param(param);
-        Ok(match (kind, op) {
-            (FieldKind::TextArray, CompareOp::Eq) => format!("{placeholder} = ANY({column})"),
-            (FieldKind::TextArray, CompareOp::Ne) => format!("NOT ({placeholder} = ANY({column}))"),
-            (FieldKind::TextArray, _) => {
-                return Err(RqlError::new(format!(
-                    "`{name}` is a list: only eq, ne, in, out, like and contains apply"
-                )));
-            }
-            (_, CompareOp::Ne) => format!("{column} IS DISTINCT FROM {placeholder}"),
-            _ => format!("{column} {symbol} {placeholder}"),
+        let list_test = if listed.is_empty() {
+            None
+        } else {
+            Some(match target.kind {
+                FieldKind::TextArray => {
+                    let texts = listed.iter().map(|v| coerce::text(v)).collect();
+                    let list = self.bind(SqlParam::TextArray(texts))?;
+                    format!("{column} && {list}")
+                }
+                FieldKind::Json => {
+                    let json = listed
+                        .iter()
+                        .map(|v| json_value(field, v))
+                        .collect::<Result<_, _>>()?;
+                    let list = self.bind(SqlParam::Json(serde_json::Value::Array(json)))?;
+                    let element = self.alias();
+                    let x = self.json(target)?;
+                    format!(
+                        "EXISTS (SELECT 1 FROM jsonb_array_elements({list}) AS {element}(v) \
+                         WHERE {x} @> {element}.v)"
+                    )
+                }
+                kind => {
+                    let mut placeholders = Vec::with_capacity(listed.len());
+                    for value in listed {
+                        placeholders.push(self.bind(coerce::param(kind, field, value)?)?);
+                    }
+                    format!("{column} IN ({})", placeholders.join(", "))
+                }
+            })
+        };
+        Ok(match (null_test, list_test) {
+            (Some(nulls), Some(list)) => format!("({nulls} OR {list})"),
+            (Some(test), None) | (None, Some(test)) => test,
+            (None, None) => "FALSE".to_owned(),
         })
     }
 
-    /// Comparison of a value inside a jsonb column. Values compare as JSON of the same type
-    /// (numbers numerically, strings as text); `eq` on an array tests membership.
-    fn compare_json(
+    /// `like`: case-insensitive; on arrays, any element matches.
+    fn like(&mut self, target: &Target, field: &str, pattern: &str) -> Result<String, RqlError> {
+        let column = &target.column;
+        let pattern = SqlParam::Text(like_pattern(pattern));
+        match target.kind {
+            FieldKind::Text => {
+                let p = self.bind(pattern)?;
+                Ok(format!("{column} ILIKE {p} {ESCAPE}"))
+            }
+            FieldKind::TextArray => {
+                let element = self.alias();
+                let p = self.bind(pattern)?;
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM unnest({column}) AS {element}(v) \
+                     WHERE {element}.v ILIKE {p} {ESCAPE})"
+                ))
+            }
+            FieldKind::Json => {
+                // A scalar is matched on its text (`#>>` form), an array on each element's.
+                let x = self.json(target)?;
+                let value = self.alias();
+                let element = self.alias();
+                let p = self.bind(pattern)?;
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM (SELECT {x} AS v) AS {value}, \
+                     jsonb_array_elements_text(CASE jsonb_typeof({value}.v) WHEN 'array' \
+                     THEN {value}.v ELSE jsonb_build_array({value}.v) END) AS {element}(v) \
+                     WHERE {element}.v ILIKE {p} {ESCAPE})"
+                ))
+            }
+            kind => Err(RqlError::Invalid(format!(
+                "`like` needs a text field, but `{}` is {} field",
+                quote(field),
+                kind.describe()
+            ))),
+        }
+    }
+
+    /// `contains(field)`: present, not null, not empty. `contains(field, conditions)`: some
+    /// element of the array satisfies the conditions.
+    fn contains(
         &mut self,
-        root: &str,
-        path: Vec<String>,
-        op: CompareOp,
-        symbol: &str,
-        value: &Value,
-    ) -> String {
-        let path = self.param(SqlParam::TextArray(path));
-        let target = format!("({root} #> {path})");
-        let json = self.param(SqlParam::Json(value.to_json()));
-        let same_type = format!("jsonb_typeof({target}) = jsonb_typeof({json}::jsonb)");
-        let equal = format!(
-            "({target} = {json}::jsonb OR (jsonb_typeof({target}) = 'array' AND {target} @> jsonb_build_array({json}::jsonb)))"
-        );
-        match (op, value) {
-            (CompareOp::Eq, Value::Null) => {
-                format!("({target} IS NULL OR {target} = 'null'::jsonb)")
+        target: &Target,
+        field: &str,
+        conditions: Option<&Expr>,
+        depth: usize,
+    ) -> Result<String, RqlError> {
+        let column = &target.column;
+        match (target.kind, conditions) {
+            (FieldKind::TextArray, None) => {
+                Ok(format!("COALESCE(cardinality({column}) > 0, FALSE)"))
             }
-            (CompareOp::Ne, Value::Null) => {
-                format!("({target} IS NOT NULL AND {target} <> 'null'::jsonb)")
+            (FieldKind::Json, None) => Ok(format!(
+                "COALESCE({} NOT IN ('null'::jsonb, '[]'::jsonb), FALSE)",
+                self.json(target)?
+            )),
+            (_, None) => Ok(format!("{column} IS NOT NULL")),
+            (FieldKind::TextArray, Some(conditions)) => {
+                let element = self.alias();
+                let scope = Scope::TextElement {
+                    name: field,
+                    column: format!("{element}.v"),
+                };
+                let condition = self.expr(conditions, &scope, depth + 1)?;
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM unnest({column}) AS {element}(v) WHERE {condition})"
+                ))
             }
-            (CompareOp::Eq, _) => equal,
-            (CompareOp::Ne, _) => format!("({target} IS NULL OR NOT {equal})"),
-            _ => format!("({same_type} AND {target} {symbol} {json}::jsonb)"),
+            (FieldKind::Json, Some(conditions)) => {
+                let x = self.json(target)?;
+                let value = self.alias();
+                let element = self.alias();
+                let scope = Scope::JsonElement {
+                    column: format!("{element}.v"),
+                };
+                let condition = self.expr(conditions, &scope, depth + 1)?;
+                // Anything but an array has no elements (and must not reach
+                // jsonb_array_elements, which rejects scalars).
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM (SELECT {x} AS v) AS {value}, \
+                     jsonb_array_elements(CASE jsonb_typeof({value}.v) WHEN 'array' \
+                     THEN {value}.v ELSE '[]'::jsonb END) AS {element}(v) WHERE {condition})"
+                ))
+            }
+            (kind, Some(_)) => Err(RqlError::Invalid(format!(
+                "conditions on elements need an array field, but `{}` is {} field",
+                quote(field),
+                kind.describe()
+            ))),
         }
     }
 }
 
-/// `*` is the wildcard; without one the pattern matches anywhere in the text.
+/// A `like` pattern → an `ILIKE` pattern: `%`, `_` and `\` are escaped, `*` is the wildcard,
+/// and a pattern without `*` matches anywhere.
 fn like_pattern(pattern: &str) -> String {
-    let mut escaped = String::with_capacity(pattern.len() + 2);
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let anywhere = !pattern.contains('*');
+    if anywhere {
+        out.push('%');
+    }
     for c in pattern.chars() {
         match c {
             '%' | '_' | '\\' => {
-                escaped.push('\\');
-                escaped.push(c);
+                out.push('\\');
+                out.push(c);
             }
-            '*' => escaped.push('%'),
-            c => escaped.push(c),
+            '*' => out.push('%'),
+            _ => out.push(c),
         }
     }
-    if pattern.contains('*') {
-        escaped
-    } else {
-        format!("%{escaped}%")
+    if anywhere {
+        out.push('%');
     }
+    out
 }
 
-fn as_integer(name: &str, value: &Value) -> Result<i64, RqlError> {
-    let invalid = || {
-        RqlError::new(format!(
-            "`{name}` expects a whole number, got `{}`",
-            value.as_text()
-        ))
-    };
-    match value {
-        Value::Number(n) if n.fract() == 0.0 && n.abs() <= 9.007_199_254_740_991e15 => {
-            Ok(*n as i64)
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    use super::super::parse;
+    use super::super::tests::SCHEMA;
+    use super::*;
+
+    /// Parses and compiles from `$1`.
+    fn sql(raw: &str) -> (String, Vec<SqlParam>) {
+        let filter = parse(raw).unwrap().filter.unwrap();
+        let compiled = compile_filter(&filter, &SCHEMA, 1).unwrap();
+        (compiled.sql, compiled.params)
+    }
+
+    fn error(raw: &str) -> String {
+        let filter = parse(raw).unwrap().filter.unwrap();
+        compile_filter(&filter, &SCHEMA, 1).unwrap_err().to_string()
+    }
+
+    fn text(s: &str) -> SqlParam {
+        SqlParam::Text(s.to_owned())
+    }
+
+    fn path(segments: &[&str]) -> SqlParam {
+        SqlParam::TextArray(segments.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    fn instant(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn sdk_examples() {
+        let (sql_text, params) = sql(
+            "eq(status,new)&eq(functionName,my%252Dfn)&ge(startTimestamp,2024%252D01%252D01T00%253A00%253A00%252E000Z)&limit(10,20)",
+        );
+        assert_eq!(
+            sql_text,
+            "(status = $1::text AND function_name = $2::text AND start_timestamp >= $3::timestamptz)"
+        );
+        assert_eq!(
+            params,
+            vec![
+                text("new"),
+                text("my-fn"),
+                SqlParam::Timestamp(instant("2024-01-01T00:00:00Z"))
+            ]
+        );
+        let (sql_text, params) = sql(
+            "select(id,status)&sort(-priority)&in(status,new,failed)&like(functionName,a%2520b)&skipCount()",
+        );
+        assert_eq!(
+            sql_text,
+            "(status IN ($1::text, $2::text) AND function_name ILIKE $3::text ESCAPE E'\\\\')"
+        );
+        assert_eq!(params, vec![text("new"), text("failed"), text("%a b%")]);
+        let (sql_text, params) = sql("eq(id,757f191a810c19729de860ae)");
+        assert_eq!(sql_text, "id = $1::text");
+        assert_eq!(params, vec![text("757f191a810c19729de860ae")]);
+    }
+
+    #[test]
+    fn comparisons_on_scalar_fields() {
+        let cases = [
+            ("eq(priority,3)", "priority = $1::bigint"),
+            ("ne(priority,3)", "priority IS DISTINCT FROM $1::bigint"),
+            ("gt(priority,3)", "priority > $1::bigint"),
+            ("ge(priority,3)", "priority >= $1::bigint"),
+            ("lt(priority,3)", "priority < $1::bigint"),
+            ("le(priority,3)", "priority <= $1::bigint"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(
+                sql(raw),
+                (expected.to_owned(), vec![SqlParam::Int(3)]),
+                "{raw}"
+            );
         }
-        Value::String(text) => text.parse().map_err(|_| invalid()),
-        _ => Err(invalid()),
+        assert_eq!(
+            sql("eq(functionName,123)"),
+            ("function_name = $1::text".to_owned(), vec![text("123")])
+        );
+        assert_eq!(
+            sql("gt(score,2.5)"),
+            (
+                "score > $1::double precision".to_owned(),
+                vec![SqlParam::Float(2.5)]
+            )
+        );
+        assert_eq!(
+            sql("eq(enabled,true)"),
+            (
+                "enabled = $1::boolean".to_owned(),
+                vec![SqlParam::Bool(true)]
+            )
+        );
+        assert_eq!(
+            sql("lt(startTimestamp,epoch:1704067200000)"),
+            (
+                "start_timestamp < $1::timestamptz".to_owned(),
+                vec![SqlParam::Timestamp(instant("2024-01-01T00:00:00Z"))]
+            )
+        );
+        assert_eq!(
+            sql("lt(startTimestamp,2023-12-31T23:00:00.000+01:00)").1,
+            vec![SqlParam::Timestamp(instant("2023-12-31T22:00:00Z"))]
+        );
+        assert_eq!(sql("eq(status,null)").0, "status IS NULL");
+        assert_eq!(sql("ne(status,null)").0, "status IS NOT NULL");
+        assert_eq!(sql("eq(status,null)").1, vec![]);
     }
-}
 
-fn as_number(name: &str, value: &Value) -> Result<f64, RqlError> {
-    match value {
-        Value::Number(n) => Ok(*n),
-        Value::String(text) => text
-            .parse()
-            .map_err(|_| RqlError::new(format!("`{name}` expects a number, got `{text}`"))),
-        _ => Err(RqlError::new(format!("`{name}` expects a number"))),
+    #[test]
+    fn fiql_compiles_like_calls() {
+        assert_eq!(sql("priority=ge=3"), sql("ge(priority,3)"));
+        assert_eq!(
+            sql("functionName!=other&priority>=1"),
+            sql("and(ne(functionName,other),ge(priority,1))")
+        );
+        assert_eq!(
+            sql("priority=1|priority=2").0,
+            "(priority = $1::bigint OR priority = $2::bigint)"
+        );
     }
-}
 
-fn as_bool(name: &str, value: &Value) -> Result<bool, RqlError> {
-    match value {
-        Value::Bool(b) => Ok(*b),
-        _ => Err(RqlError::new(format!("`{name}` expects true or false"))),
+    #[test]
+    fn in_and_out() {
+        assert_eq!(
+            sql("in(priority,1,3)"),
+            (
+                "priority IN ($1::bigint, $2::bigint)".to_owned(),
+                vec![SqlParam::Int(1), SqlParam::Int(3)]
+            )
+        );
+        assert_eq!(
+            sql("out(priority,1,3)").0,
+            "NOT COALESCE(priority IN ($1::bigint, $2::bigint), FALSE)"
+        );
+        assert_eq!(sql("in(priority)"), ("FALSE".to_owned(), vec![]));
+        assert_eq!(sql("out(priority)"), ("TRUE".to_owned(), vec![]));
+        assert_eq!(sql("in(status,(a,b))").1, vec![text("a"), text("b")]);
+        assert_eq!(
+            sql("in(status,a,null)").0,
+            "(status IS NULL OR status IN ($1::text))"
+        );
+        assert_eq!(sql("in(status,null)").0, "status IS NULL");
     }
-}
 
-fn as_timestamp(name: &str, value: &Value) -> Result<DateTime<Utc>, RqlError> {
-    match value {
-        Value::Date(date) => Ok(*date),
-        Value::String(text) => crate::time::parse(text).ok_or_else(|| {
-            RqlError::new(format!(
-                "`{name}` expects an ISO-8601 timestamp, got `{}`",
-                text.chars().take(64).collect::<String>()
-            ))
-        }),
-        Value::Number(millis) => DateTime::from_timestamp_millis(*millis as i64)
-            .ok_or_else(|| RqlError::new(format!("`{name}`: {millis} is out of range"))),
-        _ => Err(RqlError::new(format!("`{name}` expects a timestamp"))),
+    #[test]
+    fn text_arrays() {
+        let tags = |v: &[&str]| SqlParam::TextArray(v.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(
+            sql("eq(tags,b)"),
+            ("$1::text = ANY(tags)".to_owned(), vec![text("b")])
+        );
+        assert_eq!(
+            sql("ne(tags,b)").0,
+            "NOT COALESCE($1::text = ANY(tags), FALSE)"
+        );
+        assert_eq!(sql("gt(tags,b)").0, "$1::text < ANY(tags)");
+        assert_eq!(
+            sql("in(tags,a,c)"),
+            ("tags && $1::text[]".to_owned(), vec![tags(&["a", "c"])])
+        );
+        assert_eq!(
+            sql("out(tags,b)").0,
+            "NOT COALESCE(tags && $1::text[], FALSE)"
+        );
+        assert_eq!(
+            sql("like(tags,x*)"),
+            (
+                "EXISTS (SELECT 1 FROM unnest(tags) AS rql_1(v) WHERE rql_1.v ILIKE $1::text ESCAPE E'\\\\')"
+                    .to_owned(),
+                vec![text("x%")]
+            )
+        );
+        assert_eq!(
+            sql("contains(tags)").0,
+            "COALESCE(cardinality(tags) > 0, FALSE)"
+        );
+        assert_eq!(
+            sql("excludes(tags)").0,
+            "NOT (COALESCE(cardinality(tags) > 0, FALSE))"
+        );
+        assert_eq!(
+            sql("contains(tags,like(tags,a*),ne(tags,ab))"),
+            (
+                "EXISTS (SELECT 1 FROM unnest(tags) AS rql_1(v) WHERE (rql_1.v ILIKE $1::text ESCAPE E'\\\\' AND rql_1.v IS DISTINCT FROM $2::text))"
+                    .to_owned(),
+                vec![text("a%"), text("ab")]
+            )
+        );
+        assert!(error("contains(tags,eq(status,a))").contains("refer to the element as `tags`"));
+    }
+
+    #[test]
+    fn json_fields() {
+        assert_eq!(
+            sql("eq(data.n,2)"),
+            (
+                "(data #> $1::text[]) @> $2::jsonb".to_owned(),
+                vec![path(&["n"]), SqlParam::Json(json!(2))]
+            )
+        );
+        assert_eq!(
+            sql("ne(data.a.b,x)"),
+            (
+                "NOT COALESCE((data #> $1::text[]) @> $2::jsonb, FALSE)".to_owned(),
+                vec![path(&["a", "b"]), SqlParam::Json(json!("x"))]
+            )
+        );
+        assert_eq!(
+            sql("gt(data.n,2)"),
+            (
+                "(jsonb_typeof((data #> $1::text[])) = 'number' AND (data #> $2::text[]) > $3::jsonb)"
+                    .to_owned(),
+                vec![path(&["n"]), path(&["n"]), SqlParam::Json(json!(2))]
+            )
+        );
+        assert_eq!(
+            sql("eq(data.n,null)").0,
+            "COALESCE((data #> $1::text[]), 'null'::jsonb) = 'null'::jsonb"
+        );
+        assert_eq!(
+            sql("in(data.k,a,1)"),
+            (
+                "EXISTS (SELECT 1 FROM jsonb_array_elements($1::jsonb) AS rql_1(v) WHERE (data #> $2::text[]) @> rql_1.v)"
+                    .to_owned(),
+                vec![SqlParam::Json(json!(["a", 1])), path(&["k"])]
+            )
+        );
+        assert_eq!(
+            sql("like(data.kind,heart)"),
+            (
+                "EXISTS (SELECT 1 FROM (SELECT (data #> $1::text[]) AS v) AS rql_1, jsonb_array_elements_text(CASE jsonb_typeof(rql_1.v) WHEN 'array' THEN rql_1.v ELSE jsonb_build_array(rql_1.v) END) AS rql_2(v) WHERE rql_2.v ILIKE $2::text ESCAPE E'\\\\')"
+                    .to_owned(),
+                vec![path(&["kind"]), text("%heart%")]
+            )
+        );
+        assert_eq!(
+            sql("contains(data.flag)").0,
+            "COALESCE((data #> $1::text[]) NOT IN ('null'::jsonb, '[]'::jsonb), FALSE)"
+        );
+        assert_eq!(
+            sql("contains(data.items,eq(k,y))"),
+            (
+                "EXISTS (SELECT 1 FROM (SELECT (data #> $1::text[]) AS v) AS rql_1, jsonb_array_elements(CASE jsonb_typeof(rql_1.v) WHEN 'array' THEN rql_1.v ELSE '[]'::jsonb END) AS rql_2(v) WHERE (rql_2.v #> $2::text[]) @> $3::jsonb)"
+                    .to_owned(),
+                vec![path(&["items"]), path(&["k"]), SqlParam::Json(json!("y"))]
+            )
+        );
+        assert!(
+            sql("excludes(data.items,contains(sub,eq(x.y,1)))")
+                .0
+                .starts_with("NOT (EXISTS")
+        );
+        // The whole column is JSON too.
+        assert_eq!(
+            sql("contains(data)").0,
+            "COALESCE(data NOT IN ('null'::jsonb, '[]'::jsonb), FALSE)"
+        );
+        // Path segments are parameters, never SQL.
+        let (sql_text, params) = sql("eq(data.a%27;DROP%20TABLE%20tasks;--,1)");
+        assert!(!sql_text.contains("DROP"));
+        assert_eq!(params[0], path(&["a';DROP TABLE tasks;--"]));
+    }
+
+    #[test]
+    fn like_patterns() {
+        assert_eq!(like_pattern("a b"), "%a b%");
+        assert_eq!(like_pattern("*fn"), "%fn");
+        assert_eq!(like_pattern("a*b*"), "a%b%");
+        assert_eq!(like_pattern("50%_\\"), "%50\\%\\_\\\\%");
+        assert_eq!(like_pattern(""), "%%");
+    }
+
+    #[test]
+    fn placeholders_start_where_asked() {
+        let filter = parse("eq(status,a)&in(priority,1,2)")
+            .unwrap()
+            .filter
+            .unwrap();
+        let compiled = compile_filter(&filter, &SCHEMA, 4).unwrap();
+        assert_eq!(
+            compiled.sql,
+            "(status = $4::text AND priority IN ($5::bigint, $6::bigint))"
+        );
+        assert!(compile_filter(&filter, &SCHEMA, 0).is_err());
+        assert!(compile_filter(&filter, &SCHEMA, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn and_or_edge_cases() {
+        assert_eq!(sql("and(eq(status,a))").0, "status = $1::text");
+        assert_eq!(sql("or()").0, "FALSE");
+        assert_eq!(
+            compile_filter(&Expr::And(vec![]), &SCHEMA, 1).unwrap().sql,
+            "TRUE"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(error("eq(nope,1)"), "unknown field `nope`");
+        assert_eq!(
+            error("eq(priority,abc)"),
+            "`priority` expects an integer, got `abc`"
+        );
+        assert!(
+            error("ge(startTimestamp,yesterday)").starts_with("`startTimestamp` expects a date")
+        );
+        assert!(error("like(priority,1)").contains("needs a text field"));
+        assert!(error("contains(status,eq(a,1))").contains("array field"));
+        assert!(error("gt(status,null)").contains("with null"));
+        assert!(error("eq(status.x,1)").contains("no subfields"));
+        assert!(error("in(priority,1,x)").contains("integer"));
+    }
+
+    #[test]
+    fn hand_built_deep_expressions_are_refused() {
+        let mut expr = Expr::Compare {
+            field: "status".to_owned(),
+            op: CompareOp::Eq,
+            value: Value::String("a".to_owned()),
+        };
+        for _ in 0..200 {
+            expr = Expr::And(vec![expr]);
+        }
+        assert!(matches!(
+            compile_filter(&expr, &SCHEMA, 1),
+            Err(RqlError::TooDeep { .. })
+        ));
     }
 }

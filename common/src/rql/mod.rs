@@ -1,29 +1,100 @@
-//! RQL, the Resource Query Language of the Extra Horizon API, compiled to parameterized SQL.
+//! RQL (Resource Query Language), the list query language of the Extra Horizon API, parsed and
+//! compiled to parameterized PostgreSQL.
 //!
 //! - [`parse`] turns the raw query string (`eq(status,new)&sort(-priority)&limit(10)`) into a
-//!   [`Query`]: a filter [`Expr`] plus `select`, `sort`, `limit` and `skipCount`.
-//!   Operators: `eq ne gt ge lt le in out like and or contains excludes`, FIQL shorthands
-//!   (`f=v`, `f!=v`, `f>=v`, `f=ge=v`, `|` for or), typed values (`string:`, `number:`,
-//!   `boolean:`, `date:`, `isodate:`, `epoch:`), `'quoted'` strings and the SDK's
-//!   double-encoded values.
-//! - [`compile_filter`] and [`compile_order_by`] turn it into SQL for one resource, described
-//!   by a static [`Schema`]. Unknown fields are errors, so user text never reaches the SQL
-//!   text: it is always a bound [`SqlParam`].
+//!   [`Query`]: a filter [`Expr`] plus `select`, `sort`, `limit`/offset and `skipCount`.
+//! - [`compile_filter`], [`compile_order_by`] and [`check_select`] check it against a
+//!   resource's static [`Schema`] and produce SQL. Unknown fields are errors, so user text never
+//!   reaches the SQL text: values, patterns and JSON paths are bound [`SqlParam`]s.
 //!
-//! Decisions: `like` is case-insensitive and matches anywhere unless the pattern has a `*`
-//! wildcard; a repeated `select`/`sort`/`limit` replaces the earlier one; `in()` with no
-//! values matches nothing and `out()` everything; sorting inside a JSON field accepts path
-//! segments of letters, digits, `_` and `-` only; `contains(field, conditions)` applies to JSON
-//! arrays, whose elements the conditions address.
+//! Files: `lexer` (decoding, tokens), `parser` (syntax tree), `value` (typing of values),
+//! `interpret` (operators → [`Query`]), `schema`, `coerce` (values → field types), `params`,
+//! `compile` (filters), `order` (sort and select), `error`.
+//!
+//! # Decisions
+//!
+//! **Encoding.** The query is percent-decoded once (invalid UTF-8 or a NUL is an error; `+` is
+//! not a space) and each *value* once more, because the SDK encodes values twice. Structure
+//! (`(`, `)`, `,`, `&`, `|`) must be written literally: one encoded only once (`%29`) is a syntax
+//! error, not a delimiter and not data. `=`, `<`, `>`, `!` and `'` count whether encoded or not,
+//! since URL encoders escape `<`, `>` and `'`. Field and operator names are decoded only once.
+//!
+//! **Syntax.** `&` binds tighter than `|`; parentheses group (`(a=1|b=2)&c=3`), also inside
+//! arguments (`and(a=1|b=2,c=3)`). `(a,b)` is an array value, flattened into `in`/`out`. FIQL:
+//! `f=v`, `f==v`, `f!=v`, `f<v`, `f<=v`, `f>v`, `f>=v`, `f=op=v`. `'quoted'` text is always a
+//! string; a quote inside a word (`O'Brien`) is data. Values may be empty (`eq(f,)`). Limits:
+//! [`MAX_QUERY_BYTES`] of raw query and [`MAX_DEPTH`] open parentheses; past them, an error.
+//!
+//! **Result shaping.** `select`, `sort`, `limit` and `skipCount`/`skip_count` are accepted only
+//! at the top level (the top `&` chain or a top-level `and(…)`); elsewhere they are errors. When
+//! repeated, the last one wins (`limit(5,1)&limit(7)` has no offset). `limit` counts and offsets
+//! are non-negative integers. `select()` with no field is an error.
+//!
+//! **Values.** Prefixes `string:`, `number:`, `boolean:`, `date:`, `isodate:` and `epoch:`
+//! (milliseconds) are recognised as written, before the second decoding, so a `:` the SDK
+//! encoded is data. An unknown prefix (`env:prod`) is just text. Unprefixed values are `true`,
+//! `false`, `null`, a number when written canonically (`12`, `-3.5`; not `1.0`, `01`, `1e3`, as
+//! in the reference), otherwise text. The field's kind then decides: text fields take the text
+//! as written; integer fields accept whole numbers, also from text (`"007"`); timestamps accept
+//! ISO-8601/RFC 3339 with or without fraction, with `Z` or an offset, without a zone (UTC) or a
+//! bare date (midnight UTC), and `epoch:`; not plain numbers. A value of the wrong type is an
+//! error naming the field.
+//!
+//! **Missing values** follow the reference's document-store semantics: `eq(f,null)` is
+//! `IS NULL`, `ne(f,null)` `IS NOT NULL`; `ne`, `out` and `excludes` also match rows where the
+//! field is NULL; `gt`/`lt`… with null is an error. `in(f,a,null)` also matches NULL. `in()`
+//! matches nothing (`FALSE`), `out()` everything (`TRUE`).
+//!
+//! **Text arrays.** `eq`/`ne` test membership; `gt`… compare "some element"; `in` overlaps
+//! (`&&`), `out` does not; `like` matches any element; `contains(f)` means non-empty.
+//! `contains(tags, cond…)` ranges over the elements, which the conditions call by the array's
+//! own name: `contains(tags,like(tags,a*),ne(tags,ab))`.
+//!
+//! **JSON** (`data.a.b`, path bound as `text[]` to `#>`): `eq` is `@>`, so equality for a
+//! scalar and membership for an array; `gt`/`ge`/`lt`/`le` only match values of the query
+//! value's JSON type (numbers numerically, strings as text, dates as their ISO string);
+//! `like` matches the text of a scalar or of any array element; `eq(data.x,null)` matches JSON
+//! null or a missing key; `contains(data.x)` means present, not null and not `[]`;
+//! `contains(data.list, cond…)` means some element satisfies the conditions, whose fields are
+//! paths inside the element (nestable). Sorting on a JSON path orders by `#>` with the path as a
+//! quoted literal, allowed only for segments of `[A-Za-z0-9_-]`; other segments are an error.
+//!
+//! **`like`** is case-insensitive (`ILIKE`); `*` is the wildcard and a pattern without `*`
+//! matches anywhere; `%`, `_` and `\` in the pattern are literal. `like` on a non-text, non-array,
+//! non-JSON field is an error. The escape clause is `ESCAPE E'\\'`, which means a backslash
+//! whatever `standard_conforming_strings` is.
+//!
+//! **SQL.** Every placeholder is cast to its parameter's type (`$2::bigint`), appears once and
+//! is numbered in text order from `first_param`. Sub-queries use aliases `rql_N`, unique per
+//! filter. `ORDER BY` terms bind nothing; columns sort with PostgreSQL's default NULL placement.
+//!
+//! **Errors** are [`RqlError`]s whose messages are meant for API users; syntax errors give the
+//! 1-based byte position in the query as received. Quoted user text is cut to 64 characters.
 
+mod coerce;
 mod compile;
-mod parse;
+mod error;
+mod interpret;
+mod lexer;
+mod order;
+mod params;
+mod parser;
+mod schema;
+mod value;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-pub use compile::{check_select, compile_filter, compile_order_by};
-pub use parse::{MAX_DEPTH, MAX_QUERY_BYTES, parse};
+pub use compile::{MAX_PARAMS, compile_filter};
+pub use error::RqlError;
+pub use interpret::parse;
+pub use order::{check_select, compile_order_by};
+pub use params::{SqlFilter, SqlParam};
+pub use schema::{Field, FieldKind, Schema};
+
+/// Longest accepted raw query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 8192;
+/// Most parentheses open at once.
+pub const MAX_DEPTH: usize = 32;
 
 /// A parsed query.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,6 +123,33 @@ pub enum CompareOp {
     Le,
 }
 
+impl CompareOp {
+    /// The RQL operator name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "eq",
+            CompareOp::Ne => "ne",
+            CompareOp::Gt => "gt",
+            CompareOp::Ge => "ge",
+            CompareOp::Lt => "lt",
+            CompareOp::Le => "le",
+        }
+    }
+
+    /// The SQL operator.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "=",
+            CompareOp::Ne => "<>",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+        }
+    }
+}
+
+/// A filter. Field names are as written in the query (`functionName`, `data.a.b`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     And(Vec<Expr>),
@@ -69,6 +167,7 @@ pub enum Expr {
         field: String,
         values: Vec<Value>,
     },
+    /// `pattern` is the decoded text; `*` is the wildcard.
     Like {
         field: String,
         pattern: String,
@@ -83,7 +182,8 @@ pub enum Expr {
     },
 }
 
-/// A value as typed by the query (auto-typed or with a prefix).
+/// A value as the query typed it. A number is only auto-typed when written canonically, so its
+/// text is exactly what it prints as: nothing is lost by keeping an `f64`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     String(String),
@@ -93,118 +193,253 @@ pub enum Value {
     Date(DateTime<Utc>),
 }
 
-impl Value {
-    /// The value as text, for text columns (`eq(functionName,123)` means the name `123`).
-    pub fn as_text(&self) -> String {
-        match self {
-            Value::String(text) => text.clone(),
-            Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => "null".to_owned(),
-            Value::Date(date) => crate::time::format(date),
-        }
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Value::String(text) => serde_json::Value::String(text.clone()),
-            Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
-                serde_json::Value::from(*n as i64)
-            }
-            Value::Number(n) => serde_json::Number::from_f64(*n)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
-            Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Null => serde_json::Value::Null,
-            Value::Date(date) => serde_json::Value::String(crate::time::format(date)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct RqlError(String);
-
-impl RqlError {
-    pub fn new(message: impl Into<String>) -> Self {
-        RqlError(message.into())
-    }
-}
-
-/// How a field is stored, which decides how values are coerced and compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldKind {
-    Text,
-    /// `text[]`: `eq` tests membership.
-    TextArray,
-    /// `bigint`.
-    Integer,
-    /// `double precision`.
-    Number,
-    Bool,
-    /// `timestamptz`, compared as instants.
-    Timestamp,
-    /// `jsonb`; `field.a.b` addresses inside it.
-    Json,
-}
-
-/// One queryable field of a resource: its wire name, its SQL column and how it is stored.
-#[derive(Debug)]
-pub struct Field {
-    pub name: &'static str,
-    pub column: &'static str,
-    pub kind: FieldKind,
-}
-
-#[derive(Debug)]
-pub struct Schema {
-    pub fields: &'static [Field],
-}
-
-/// A bound parameter of a compiled filter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlParam {
-    Text(String),
-    TextArray(Vec<String>),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Timestamp(DateTime<Utc>),
-    Json(serde_json::Value),
-}
-
-impl ToSql for SqlParam {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            SqlParam::Text(v) => v.to_sql_checked(ty, out),
-            SqlParam::TextArray(v) => v.to_sql_checked(ty, out),
-            SqlParam::Int(v) => v.to_sql_checked(ty, out),
-            SqlParam::Float(v) => v.to_sql_checked(ty, out),
-            SqlParam::Bool(v) => v.to_sql_checked(ty, out),
-            SqlParam::Timestamp(v) => v.to_sql_checked(ty, out),
-            SqlParam::Json(v) => v.to_sql_checked(ty, out),
-        }
-    }
-
-    fn accepts(_: &Type) -> bool {
-        // Each variant is checked against the column type by its inner value at bind time.
-        true
-    }
-
-    to_sql_checked!();
-}
-
-/// A compiled filter: SQL with placeholders and their values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SqlFilter {
-    pub sql: String,
-    pub params: Vec<SqlParam>,
-}
-
 #[cfg(test)]
-mod tests;
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The sample resource of the module's tests.
+    pub(super) static SCHEMA: Schema = Schema {
+        fields: &[
+            Field {
+                name: "id",
+                column: "id",
+                kind: FieldKind::Text,
+            },
+            Field {
+                name: "functionName",
+                column: "function_name",
+                kind: FieldKind::Text,
+            },
+            Field {
+                name: "status",
+                column: "status",
+                kind: FieldKind::Text,
+            },
+            Field {
+                name: "tags",
+                column: "tags",
+                kind: FieldKind::TextArray,
+            },
+            Field {
+                name: "priority",
+                column: "priority",
+                kind: FieldKind::Integer,
+            },
+            Field {
+                name: "score",
+                column: "score",
+                kind: FieldKind::Number,
+            },
+            Field {
+                name: "enabled",
+                column: "enabled",
+                kind: FieldKind::Bool,
+            },
+            Field {
+                name: "startTimestamp",
+                column: "start_timestamp",
+                kind: FieldKind::Timestamp,
+            },
+            Field {
+                name: "data",
+                column: "data",
+                kind: FieldKind::Json,
+            },
+        ],
+    };
+
+    /// The numbers of the `$n` placeholders in `sql`, in order of appearance.
+    fn placeholders(sql: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                found.push(digits.parse().unwrap());
+            }
+        }
+        found
+    }
+
+    /// Parses and compiles everything `raw` holds; must never panic, and a compiled filter
+    /// must number exactly its parameters, once each, in order, from `first`.
+    fn check_everything(raw: &str, first: usize) {
+        let Ok(query) = parse(raw) else { return };
+        if let Some(filter) = &query.filter
+            && let Ok(compiled) = compile_filter(filter, &SCHEMA, first)
+        {
+            let expected: Vec<usize> = (first..first + compiled.params.len()).collect();
+            assert_eq!(
+                placeholders(&compiled.sql),
+                expected,
+                "{raw}: {}",
+                compiled.sql
+            );
+        }
+        let _ = compile_order_by(&query.sort, &SCHEMA);
+        if let Some(select) = &query.select {
+            let _ = check_select(select, &SCHEMA);
+        }
+    }
+
+    #[test]
+    fn placeholder_counting() {
+        assert_eq!(
+            placeholders("a = $1::text AND b IN ($2, $13)"),
+            vec![1, 2, 13]
+        );
+    }
+
+    #[test]
+    fn the_whole_pipeline() {
+        let query = parse(
+            "select(id,status)&sort(-priority)&in(status,new,failed)&like(functionName,a%2520b)&skipCount()",
+        )
+        .unwrap();
+        assert!(check_select(query.select.as_deref().unwrap(), &SCHEMA).is_ok());
+        assert_eq!(
+            compile_order_by(&query.sort, &SCHEMA).unwrap(),
+            "priority DESC"
+        );
+        let filter = compile_filter(query.filter.as_ref().unwrap(), &SCHEMA, 1).unwrap();
+        assert_eq!(filter.params.len(), 3);
+    }
+
+    /// A field with values that fit it, so most generated leaves compile.
+    fn typed_leaf() -> impl Strategy<Value = String> {
+        let pairs: Vec<(&str, Vec<&str>)> = vec![
+            (
+                "status",
+                vec!["new", "a%252Ab", "'x,y'", "null", "string:1"],
+            ),
+            ("tags", vec!["a", "b*", "null", "%2525"]),
+            ("priority", vec!["1", "-2", "number:3", "null", "007"]),
+            ("score", vec!["1.5", "-2", "0"]),
+            ("enabled", vec!["true", "false", "boolean:true"]),
+            (
+                "startTimestamp",
+                vec!["2024-01-01T00:00:00Z", "epoch:0", "2024%252D01%252D01"],
+            ),
+            (
+                "data.n",
+                vec!["1", "abc", "null", "true", "date:2024-01-01"],
+            ),
+            ("data", vec!["1", "x"]),
+        ];
+        let op = prop::sample::select(vec![
+            "eq", "ne", "gt", "ge", "lt", "le", "in", "out", "like", "contains", "excludes",
+        ]);
+        (op, prop::sample::select(pairs), 0usize..3).prop_map(|(op, (field, values), n)| match op {
+            "in" | "out" => format!("{op}({field},{})", values[..n.min(values.len())].join(",")),
+            "contains" | "excludes" => format!("{op}({field})"),
+            "like" => format!("like({field},{})", values[n % values.len()]),
+            _ if field == "startTimestamp" || field == "score" || field == "enabled" => {
+                format!("{field}={op}={}", values[n % values.len()])
+            }
+            _ => format!("{op}({field},{})", values[n % values.len()]),
+        })
+    }
+
+    /// A leaf from any operator, field and values, valid or not.
+    fn wild_leaf() -> impl Strategy<Value = String> {
+        let field = prop::sample::select(vec![
+            "id",
+            "status",
+            "tags",
+            "priority",
+            "score",
+            "enabled",
+            "startTimestamp",
+            "data",
+            "data.n",
+            "data.items",
+            "data.a.b",
+            "k",
+            "nope",
+            "status.x",
+        ]);
+        let value = prop::sample::select(vec![
+            "1",
+            "-2.5",
+            "abc",
+            "null",
+            "true",
+            "2024-01-01T00:00:00Z",
+            "2024%252D01%252D01",
+            "epoch:0",
+            "number:3",
+            "string:x",
+            "'q,)'",
+            "a*b%2525",
+            "",
+            "%FF",
+            "9223372036854775808",
+        ]);
+        let op = prop::sample::select(vec![
+            "eq", "ne", "gt", "ge", "lt", "le", "in", "out", "like", "contains", "excludes",
+        ]);
+        (op, field, prop::collection::vec(value, 0..4)).prop_map(|(op, field, values)| {
+            if values.is_empty() {
+                format!("{op}({field})")
+            } else {
+                format!("{op}({field},{})", values.join(","))
+            }
+        })
+    }
+
+    fn leaf() -> impl Strategy<Value = String> {
+        prop_oneof![9 => typed_leaf(), 1 => wild_leaf()]
+    }
+
+    /// Nested, mostly valid expressions: and/or/contains around leaves, FIQL chains on top.
+    fn expression() -> impl Strategy<Value = String> {
+        leaf().prop_recursive(4, 48, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|items| format!("and({})", items.join(","))),
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|items| format!("or({})", items.join(","))),
+                (
+                    prop::sample::select(vec!["contains", "excludes"]),
+                    prop::sample::select(vec!["data.items", "data", "k", "tags", "status"]),
+                    prop::collection::vec(inner.clone(), 1..3)
+                )
+                    .prop_map(|(op, field, items)| format!("{op}({field},{})", items.join(","))),
+                (inner.clone(), inner).prop_map(|(a, b)| format!("({a}|{b})")),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_strings_never_panic(raw in any::<String>(), first in 1usize..100) {
+            check_everything(&raw, first);
+        }
+
+        #[test]
+        fn rql_alphabet_strings_never_panic(
+            raw in "[()&|,=<>!%a-z0-9.:'*-]{0,80}",
+            first in 1usize..100,
+        ) {
+            check_everything(&raw, first);
+        }
+
+        #[test]
+        fn generated_queries_never_panic(
+            terms in prop::collection::vec(expression(), 1..4),
+            tail in "(&sort\\((-|\\+)?(priority|data\\.n|nope)\\))?(&limit\\([0-9]{1,3}\\))?",
+            first in 1usize..100,
+        ) {
+            let raw = format!("{}{tail}", terms.join("&"));
+            check_everything(&raw, first);
+        }
+    }
+}

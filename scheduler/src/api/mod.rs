@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod paging;
 pub mod schedules;
 pub mod tasks;
+pub mod triggers;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -18,7 +19,7 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use common::db::{Functions, Schedules, TaskLogs, Tasks};
+use common::db::{Functions, Schedules, TaskLogs, Tasks, Triggers};
 
 use error::ApiError;
 
@@ -35,6 +36,7 @@ pub struct AppState {
     pub tasks: Tasks,
     pub logs: TaskLogs,
     pub schedules: Schedules,
+    pub triggers: Triggers,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             tasks: Tasks::new(pool.clone()),
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),
+            triggers: Triggers::new(pool.clone()),
             pool,
         }
     }
@@ -105,6 +108,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/tasks/v1/schedules/{schedule_id}",
             delete(schedules::delete),
+        )
+        .route(
+            "/tasks/v1/triggers",
+            get(triggers::list).post(triggers::create),
+        )
+        .route(
+            "/tasks/v1/triggers/{trigger_id}",
+            get(triggers::get)
+                .put(triggers::update)
+                .delete(triggers::delete),
         )
         .route("/tasks/v1/health", get(health::alive))
         .route("/tasks/v1/openapi.json", get(openapi::document))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{AffectedRecords, error, functions, paging, schedules, tasks};
+use super::{AffectedRecords, error, functions, paging, schedules, tasks, triggers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,17 +14,19 @@ use super::{AffectedRecords, error, functions, paging, schedules, tasks};
         functions::list, functions::create, functions::get, functions::update, functions::delete,
         functions::enable, functions::disable,
         schedules::list, schedules::create, schedules::delete,
+        triggers::list, triggers::create, triggers::get, triggers::update, triggers::delete,
     ),
     components(schemas(
         AffectedRecords, error::ErrorBody, paging::PagedResult, paging::PageInfo,
         common::domain::Task, common::domain::TaskStatus, common::domain::TaskError,
         common::domain::TaskErrorType, common::domain::FunctionDefinition,
-        common::domain::Schedule, common::db::task_logs::LogLine,
+        common::domain::Schedule, common::domain::Trigger, common::db::task_logs::LogLine,
     )),
     tags(
         (name = "tasks", description = "Tasks: one execution of a function"),
         (name = "functions", description = "Functions: code, runtime and limits"),
         (name = "schedules", description = "Recurring tasks"),
+        (name = "triggers", description = "Platform events that create tasks"),
     )
 )]
 pub struct ApiDoc;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use common::db::schedules::{NewSchedule, SCHEDULE_SCHEMA};
-use common::domain::{Priority, Schedule};
+use common::domain::{Priority, Recurrence, Schedule};
 
 use super::body::{self, JsonObject, Required};
 use super::error::{ApiError, ErrorBody};
@@ -19,7 +19,7 @@ use super::{AffectedRecords, AppState};
 /// Longest accepted interval: ten years.
 const MAX_INTERVAL_SECONDS: i64 = 10 * 366 * 24 * 3600;
 
-/// Body of `POST /tasks/v1/schedules`.
+/// Body of `POST /tasks/v1/schedules`: `interval`, or `cron` (with an optional `timezone`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleInput {
@@ -27,6 +27,10 @@ pub struct ScheduleInput {
     #[serde(default, deserialize_with = "body::whole_number")]
     #[schema(value_type = Option<i64>, minimum = 1)]
     interval: Option<i64>,
+    /// Instead of `interval`: a cron expression, 5 fields (`0 9 * * 1-5`) or 6 with seconds.
+    cron: Option<String>,
+    /// IANA time zone of `cron`, e.g. `Europe/Brussels`; UTC when absent.
+    timezone: Option<String>,
     function_name: Option<String>,
     #[schema(value_type = Option<Object>)]
     data: Option<Map<String, Value>>,
@@ -48,16 +52,30 @@ pub async fn create(
     JsonObject(object): JsonObject,
 ) -> Result<Json<Schedule>, ApiError> {
     let input: ScheduleInput = body::parse(object)?;
-    Required::default()
-        .check("interval", &input.interval)
+    let mut required = Required::default();
+    if input.cron.is_none() {
+        required.check("interval", &input.interval);
+    }
+    required
         .check("functionName", &input.function_name)
         .finish()?;
-    let interval = input.interval.unwrap_or_default();
-    if !(1..=MAX_INTERVAL_SECONDS).contains(&interval) {
+    if let Some(interval) = input.interval
+        && !(1..=MAX_INTERVAL_SECONDS).contains(&interval)
+    {
         return Err(ApiError::FieldFormat(format!(
             "interval must be between 1 and {MAX_INTERVAL_SECONDS} seconds, got {interval}"
         )));
     }
+    let recurrence = Recurrence::parse(
+        input.interval,
+        input.cron.as_deref(),
+        input.timezone.as_deref(),
+    )
+    .map_err(ApiError::FieldFormat)?;
+    let start_timestamp = input.start_timestamp.unwrap_or_else(common::time::now);
+    let next_timestamp = recurrence.first_slot(start_timestamp).ok_or_else(|| {
+        ApiError::FieldFormat("the cron expression has no time after startTimestamp".into())
+    })?;
     let data = Value::Object(input.data.unwrap_or_default());
     check_data_size(&data)?;
     let function_name = input.function_name.unwrap_or_default();
@@ -68,10 +86,13 @@ pub async fn create(
         .schedules
         .insert(NewSchedule {
             function_name,
-            interval_seconds: interval,
+            interval_seconds: input.interval,
+            cron: input.cron,
+            timezone: input.timezone,
             data,
             priority: input.priority.map(Priority::get),
-            start_timestamp: input.start_timestamp.unwrap_or_else(common::time::now),
+            start_timestamp,
+            next_timestamp,
         })
         .await?;
     Ok(Json(schedule))

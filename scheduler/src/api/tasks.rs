@@ -97,7 +97,7 @@ pub fn check_data_size(data: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_tags(tags: &[String]) -> Result<(), ApiError> {
+pub fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > MAX_TAGS || tags.iter().any(|t| t.chars().count() > MAX_TAG_CHARS) {
         return Err(ApiError::FieldFormat(format!(
             "tags: at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters"

@@ -27,6 +27,8 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 
 const API_VERSION = '2018-06-01';
+// Largest response the worker's Runtime API accepts (same 6 MiB limit as AWS Lambda).
+const MAX_RESPONSE_BYTES = 6 * 1024 * 1024;
 const env = process.env;
 
 // ---------------------------------------------------------------------------
@@ -40,6 +42,9 @@ process.on('SIGINT', () => process.exit(0));
 // ---------------------------------------------------------------------------
 let currentRequestId = '';
 const stdout = process.stdout;
+// A closed log pipe must not turn every log call into an uncaught exception.
+stdout.on('error', () => {});
+process.stderr.on('error', () => {});
 
 function makeLogger(level) {
   return function (...args) {
@@ -264,8 +269,20 @@ function headerSafe(s) {
 }
 
 async function postResponse(requestId, payload) {
-  const res = await client.post(`${BASE}/invocation/${requestId}/response`, payload);
-  if (res.status >= 300) {
+  const size = Buffer.byteLength(payload);
+  // Don't send what the API would refuse.
+  const res = size > MAX_RESPONSE_BYTES
+    ? { status: 413, body: EMPTY }
+    : await client.post(`${BASE}/invocation/${requestId}/response`, payload);
+  if (res.status === 413) {
+    const error = {
+      errorType: 'Function.ResponseSizeTooLarge',
+      errorMessage: `Response payload size (${size} bytes) exceeded maximum allowed payload size (${MAX_RESPONSE_BYTES} bytes).`,
+      stackTrace: [],
+    };
+    console.error(`Invoke Error \t${JSON.stringify(error)}`);
+    await postError(requestId, error);
+  } else if (res.status >= 300) {
     process.stderr.write(
       `[ERROR] Runtime API rejected the response for ${requestId}: HTTP ${res.status} ${res.body.toString().slice(0, 500)}\n`,
     );
@@ -287,7 +304,12 @@ async function postInitError(error) {
 
 function safeStringify(obj) {
   try {
-    return JSON.stringify(obj);
+    // Keep error reports far below the Runtime API's payload limit.
+    return JSON.stringify({
+      errorType: obj.errorType,
+      errorMessage: String(obj.errorMessage).slice(0, 65536),
+      stackTrace: (obj.stackTrace || []).slice(0, 100).map((l) => String(l).slice(0, 4096)),
+    });
   } catch {
     return JSON.stringify({ errorMessage: String(obj.errorMessage), errorType: String(obj.errorType), stackTrace: [] });
   }
@@ -522,6 +544,7 @@ async function main() {
     let next;
     try {
       next = await client.request(NEXT_REQUEST);
+      if (next.status === 410) process.exit(0); // the worker is retiring this process
       if (next.status !== 200) throw new Error(`Runtime API /next returned HTTP ${next.status}`);
     } catch (err) {
       process.stderr.write(`[ERROR] Runtime API unavailable: ${err}\n`);

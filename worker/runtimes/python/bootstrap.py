@@ -30,8 +30,7 @@ def _on_signal(signum, frame):
 signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
 
-import decimal  # noqa: E402
-import importlib
+import importlib  # noqa: E402
 import json
 import logging
 import os
@@ -41,6 +40,8 @@ import time
 import traceback
 
 API_VERSION = "2018-06-01"
+# Largest response the worker's Runtime API accepts (same 6 MiB limit as AWS Lambda).
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------
@@ -219,13 +220,24 @@ class RuntimeApiClient:
     # -- Runtime API ------------------------------------------------------
     def wait_next(self):
         status, headers, body = self._roundtrip(self.next_request)
+        if status == 410:
+            raise SystemExit(0)  # the worker is retiring this process
         if status != 200:
             raise ApiConnectionError("Runtime API /next returned HTTP %d: %r" % (status, body[:200]))
         return headers, body
 
     def post_response(self, request_id, payload):
-        status, _, body = self._post(self.invocation_base + request_id + "/response", payload)
-        if status >= 300:
+        if len(payload) > MAX_RESPONSE_BYTES:
+            status, body = 413, b""  # don't send what the API would refuse
+        else:
+            status, _, body = self._post(self.invocation_base + request_id + "/response", payload)
+        if status == 413:
+            error = {"errorMessage": "Response payload size (%d bytes) exceeded maximum allowed payload size (%d bytes)."
+                                     % (len(payload), MAX_RESPONSE_BYTES),
+                     "errorType": "Function.ResponseSizeTooLarge", "stackTrace": []}
+            _log_error(error)
+            self.post_error(request_id, error)
+        elif status >= 300:
             _stderr_line("[ERROR] Runtime API rejected the response for %s: HTTP %d %s"
                          % (request_id, status, body[:500].decode("utf-8", "replace")))
 
@@ -245,6 +257,10 @@ def _header_value(value):
 
 
 def _error_body(error):
+    # Keep error reports far below the Runtime API's payload limit.
+    error = dict(error)
+    error["errorMessage"] = str(error.get("errorMessage", ""))[:65536]
+    error["stackTrace"] = [str(line)[:4096] for line in (error.get("stackTrace") or [])[:100]]
     return json.dumps(error, default=str).encode("utf-8")
 
 
@@ -420,7 +436,7 @@ def _load_handler(handler_name, task_root):
 
 
 def _json_default(o):
-    if isinstance(o, decimal.Decimal):
+    if type(o).__name__ == "Decimal" and hasattr(o, "to_integral_value"):  # decimal.Decimal, like Lambda
         return int(o) if o == o.to_integral_value() else float(o)
     raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
 

@@ -16,6 +16,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -92,6 +93,10 @@ impl RuntimeApi {
             .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
             .with_state(state);
         let server = tokio::spawn(async move {
+            // Replies go out as soon as they are written: Nagle's delay would add tens of ms.
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
             let _ = axum::serve(listener, router).await;
         });
         Ok(RuntimeApi {

@@ -122,8 +122,8 @@ impl FunctionProcess {
             .process_group(0)
             .kill_on_drop(true);
         let memory_bytes = spec.memory_limit_mb.saturating_mul(1024 * 1024);
-        // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
-        // which is async-signal-safe.
+        // SAFETY: the closure runs in the forked child before exec and only calls setrlimit and
+        // prctl, which are async-signal-safe.
         unsafe {
             command.pre_exec(move || {
                 // RLIMIT_DATA counts the writable memory a process commits (heap, anonymous
@@ -133,6 +133,10 @@ impl FunctionProcess {
                     rlim_max: memory_bytes as libc::rlim_t,
                 };
                 if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // If the worker dies (even by SIGKILL) its function processes die with it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -1,0 +1,270 @@
+//! The `triggers` table, and turning one platform event into the tasks of its triggers.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+
+use super::StoreError;
+use super::list::{ListRequest, Page, fetch_page};
+use crate::domain::Trigger;
+use crate::domain::trigger::{EVENT_KEY, event_type_matches};
+use crate::id::ObjectId;
+use crate::rql::{Field, FieldKind, Schema};
+
+pub static TRIGGER_SCHEMA: Schema = Schema {
+    fields: &[
+        Field {
+            name: "id",
+            column: "id",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "eventType",
+            column: "event_type",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "functionName",
+            column: "function_name",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "data",
+            column: "data",
+            kind: FieldKind::Json,
+        },
+        Field {
+            name: "priority",
+            column: "priority",
+            kind: FieldKind::Integer,
+        },
+        Field {
+            name: "delaySeconds",
+            column: "delay_seconds",
+            kind: FieldKind::Integer,
+        },
+        Field {
+            name: "tags",
+            column: "tags",
+            kind: FieldKind::TextArray,
+        },
+        Field {
+            name: "enabled",
+            column: "enabled",
+            kind: FieldKind::Bool,
+        },
+        Field {
+            name: "creationTimestamp",
+            column: "creation_timestamp",
+            kind: FieldKind::Timestamp,
+        },
+        Field {
+            name: "updateTimestamp",
+            column: "update_timestamp",
+            kind: FieldKind::Timestamp,
+        },
+    ],
+};
+
+const COLUMNS: &str = "id, event_type, function_name, data, priority, delay_seconds, tags, enabled, \
+    creation_timestamp, update_timestamp";
+
+/// The fields of a trigger a client sets.
+#[derive(Debug, Clone)]
+pub struct TriggerFields {
+    pub event_type: String,
+    pub function_name: String,
+    pub data: Value,
+    pub priority: Option<i64>,
+    pub delay_seconds: i64,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+}
+
+impl From<&Trigger> for TriggerFields {
+    fn from(trigger: &Trigger) -> Self {
+        TriggerFields {
+            event_type: trigger.event_type.clone(),
+            function_name: trigger.function_name.clone(),
+            data: trigger.data.clone(),
+            priority: trigger.priority,
+            delay_seconds: trigger.delay_seconds,
+            tags: trigger.tags.clone(),
+            enabled: trigger.enabled,
+        }
+    }
+}
+
+/// A platform event, already validated.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub event_type: String,
+    /// The whole envelope as received, stored in the task's data under `event`.
+    pub envelope: Value,
+}
+
+#[derive(Clone)]
+pub struct Triggers {
+    pool: Pool,
+}
+
+impl Triggers {
+    pub fn new(pool: Pool) -> Self {
+        Triggers { pool }
+    }
+
+    pub async fn insert(&self, fields: &TriggerFields) -> Result<Trigger, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO triggers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                     RETURNING {COLUMNS}"
+                ),
+                &[
+                    &ObjectId::generate().to_string(),
+                    &fields.event_type,
+                    &fields.function_name,
+                    &fields.data,
+                    &fields.priority,
+                    &fields.delay_seconds,
+                    &fields.tags,
+                    &fields.enabled,
+                    &crate::time::now(),
+                ],
+            )
+            .await?;
+        trigger_from_row(&row)
+    }
+
+    pub async fn get(&self, id: &ObjectId) -> Result<Option<Trigger>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM triggers WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await?;
+        row.as_ref().map(trigger_from_row).transpose()
+    }
+
+    pub async fn list(&self, request: &ListRequest) -> Result<Page<Trigger>, StoreError> {
+        let client = self.pool.get().await?;
+        fetch_page(
+            &client,
+            "triggers",
+            COLUMNS,
+            None,
+            "creation_timestamp ASC, id ASC",
+            request,
+            trigger_from_row,
+        )
+        .await
+    }
+
+    /// Returns the number of triggers updated.
+    pub async fn update(&self, id: &ObjectId, fields: &TriggerFields) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "UPDATE triggers SET event_type = $2, function_name = $3, data = $4, priority = $5, \
+                   delay_seconds = $6, tags = $7, enabled = $8, update_timestamp = $9 WHERE id = $1",
+                &[
+                    &id.to_string(),
+                    &fields.event_type,
+                    &fields.function_name,
+                    &fields.data,
+                    &fields.priority,
+                    &fields.delay_seconds,
+                    &fields.tags,
+                    &fields.enabled,
+                    &crate::time::now(),
+                ],
+            )
+            .await?)
+    }
+
+    /// Returns the number of triggers deleted.
+    pub async fn delete(&self, id: &ObjectId) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute("DELETE FROM triggers WHERE id = $1", &[&id.to_string()])
+            .await?)
+    }
+
+    /// Creates one task per enabled trigger matching the event, in one transaction. A
+    /// redelivered event creates nothing new: the (trigger, event id) pair is unique. Returns
+    /// (matching triggers, tasks created).
+    pub async fn create_tasks_for(&self, event: &Event) -> Result<(usize, u64), StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let rows = transaction
+            .query(
+                &format!("SELECT {COLUMNS} FROM triggers WHERE enabled"),
+                &[],
+            )
+            .await?;
+        let now = crate::time::now();
+        let mut matched = 0;
+        let mut created = 0;
+        for row in &rows {
+            let trigger = trigger_from_row(row)?;
+            if !event_type_matches(&trigger.event_type, &event.event_type) {
+                continue;
+            }
+            matched += 1;
+            let mut data = match trigger.data {
+                Value::Object(map) => map,
+                _ => Map::new(),
+            };
+            data.insert(EVENT_KEY.to_owned(), event.envelope.clone());
+            let mut tags = trigger.tags.clone();
+            tags.push(format!("event:{}", event.id));
+            let start = now + chrono::Duration::seconds(trigger.delay_seconds);
+            created += transaction
+                .execute(
+                    "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
+                       start_timestamp, priority, source, trigger_id, event_id, creation_timestamp, \
+                       update_timestamp) \
+                     VALUES ($1, $2, 'new', $3, $4, $5, $6, \
+                       COALESCE($7, (SELECT default_priority FROM functions WHERE name = $2), 0), \
+                       'event', $8, $9, $3, $3) \
+                     ON CONFLICT (trigger_id, event_id) WHERE trigger_id IS NOT NULL DO NOTHING",
+                    &[
+                        &ObjectId::generate().to_string(),
+                        &trigger.function_name,
+                        &now,
+                        &Value::Object(data),
+                        &tags,
+                        &start,
+                        &trigger.priority,
+                        &trigger.id.to_string(),
+                        &event.id,
+                    ],
+                )
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok((matched, created))
+    }
+}
+
+fn trigger_from_row(row: &Row) -> Result<Trigger, StoreError> {
+    let id: String = row.try_get("id")?;
+    Ok(Trigger {
+        id: id
+            .parse()
+            .map_err(|e: crate::id::InvalidObjectId| StoreError::Corrupt(e.to_string()))?,
+        event_type: row.try_get("event_type")?,
+        function_name: row.try_get("function_name")?,
+        data: row.try_get("data")?,
+        priority: row.try_get("priority")?,
+        delay_seconds: row.try_get("delay_seconds")?,
+        tags: row.try_get("tags")?,
+        enabled: row.try_get("enabled")?,
+        creation_timestamp: row.try_get::<_, DateTime<Utc>>("creation_timestamp")?,
+        update_timestamp: row.try_get("update_timestamp")?,
+    })
+}

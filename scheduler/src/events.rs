@@ -1,0 +1,155 @@
+//! Platform events → tasks. Consumes the `tasks.events` queue (bound to every event on the
+//! `platform.events` exchange) and creates one task per matching trigger. Events nobody can
+//! understand are dead-lettered with the reason; none of them stops the consumer.
+
+use std::time::Duration;
+
+use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
+use common::db::Triggers;
+use common::db::triggers::Event;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use serde_json::Value;
+use tokio::sync::watch;
+
+pub struct EventConsumer {
+    pub amqp_url: String,
+    pub triggers: Triggers,
+}
+
+impl EventConsumer {
+    /// Consumes until `stop`, reconnecting with backoff when the broker goes away.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            match self.consume(&mut stop).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "event consumer lost the broker, reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = common::shutdown::stopped(&mut stop) => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        let connection = amqp::connect(&self.amqp_url).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        amqp::declare_topology(&channel).await?;
+        channel.basic_qos(64, BasicQosOptions::default()).await?;
+        let mut deliveries = channel
+            .basic_consume(
+                EVENTS_QUEUE.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!("consuming platform events");
+        loop {
+            let delivery = tokio::select! {
+                delivery = deliveries.next() => delivery,
+                _ = common::shutdown::stopped(stop) => return Ok(()),
+            };
+            let delivery = match delivery {
+                Some(delivery) => delivery?,
+                None => anyhow::bail!("the broker closed the event consumer"),
+            };
+            let event = match parse(&delivery.data) {
+                Ok(event) => event,
+                Err(reason) => {
+                    tracing::warn!(%reason, "dead-lettering a malformed event");
+                    amqp::dead_letter(&channel, EVENTS_QUEUE, &delivery.data, &reason).await?;
+                    delivery.ack(BasicAckOptions::default()).await?;
+                    continue;
+                }
+            };
+            match self.triggers.create_tasks_for(&event).await {
+                Ok((0, _)) => {
+                    tracing::debug!(event_id = %event.id, event_type = %event.event_type, "no trigger for this event");
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+                Ok((matched, created)) => {
+                    tracing::info!(event_id = %event.id, event_type = %event.event_type, matched, created, "event turned into tasks");
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+                Err(error) => {
+                    // Postgres is unavailable: give the event back and slow down.
+                    tracing::warn!(event_id = %event.id, %error, "could not store the tasks of an event; requeued");
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Validates an event envelope `{id, type, content, creation_timestamp}`.
+fn parse(body: &[u8]) -> Result<Event, String> {
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(format!(
+            "event of {} bytes exceeds {MAX_EVENT_BYTES}",
+            body.len()
+        ));
+    }
+    let envelope: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(fields) = &envelope else {
+        return Err("the event is not a JSON object".into());
+    };
+    let id = match fields.get("id") {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= 128 => id.clone(),
+        Some(Value::Number(id)) => id.to_string(),
+        _ => return Err("the event has no `id` (a string of 1 to 128 characters)".into()),
+    };
+    let event_type = match fields.get("type") {
+        Some(Value::String(kind)) if !kind.is_empty() && kind.len() <= 256 => kind.clone(),
+        _ => return Err("the event has no `type` (a string of 1 to 256 characters)".into()),
+    };
+    Ok(Event {
+        id,
+        event_type,
+        envelope,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn validates_envelopes() {
+        let event = parse(
+            br#"{"id":"e1","type":"user_deleted","content":{"id":"u"},"creation_timestamp":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (event.id.as_str(), event.event_type.as_str()),
+            ("e1", "user_deleted")
+        );
+        assert_eq!(parse(br#"{"id":7,"type":"x"}"#).unwrap().id, "7");
+        for bad in [
+            &b"not json"[..],
+            b"[1]",
+            br#"{"type":"x"}"#,
+            br#"{"id":"e"}"#,
+            br#"{"id":"","type":"x"}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

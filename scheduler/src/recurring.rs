@@ -1,0 +1,38 @@
+//! Fires schedules: each due schedule creates the task of its slot and moves to the next one.
+
+use std::time::Duration;
+
+use common::db::Schedules;
+use tokio::sync::watch;
+
+/// Longest sleep between two looks at the schedules; new schedules are picked up within it.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
+
+pub async fn run(schedules: Schedules, mut stop: watch::Receiver<bool>) {
+    loop {
+        let wait = match schedules.fire_due(100).await {
+            Ok(100) => Duration::ZERO,
+            Ok(created) => {
+                if created > 0 {
+                    tracing::debug!(tasks = created, "fired schedules");
+                }
+                match schedules.next_due_in().await {
+                    Ok(Some(next)) => next.min(MAX_SLEEP),
+                    Ok(None) => MAX_SLEEP,
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the next schedule failed");
+                        MAX_SLEEP
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "firing schedules failed, retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = common::shutdown::stopped(&mut stop) => return,
+        }
+    }
+}
