@@ -8,5 +8,6 @@ pub mod events;
 pub mod listener;
 pub mod recurring;
 pub mod relay;
+pub mod requester;
 pub mod startup;
 pub mod sweeper;

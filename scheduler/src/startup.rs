@@ -23,6 +23,7 @@ use crate::config::SchedulerConfig;
 use crate::dispatch::Dispatcher;
 use crate::events::EventConsumer;
 use crate::listener::{self, Wakeups};
+use crate::requester::Requester;
 use crate::{recurring, relay, sweeper};
 
 pub struct Application {
@@ -44,7 +45,10 @@ impl Application {
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
         Ok(Application {
             listener,
-            state: AppState::new(pool.clone()),
+            state: AppState::new(
+                pool.clone(),
+                Arc::new(Requester::new(config.amqp.url.clone())),
+            ),
             config,
             pool,
         })

@@ -539,13 +539,24 @@ async fn warm_processes_are_reused_and_oversized_results_fail_the_task() {
     let first = run_task(&app, "pid", json!({})).await;
     let second = run_task(&app, "pid", json!({})).await;
     assert_eq!(first["status"], "complete");
-    assert_eq!(first["result"], second["result"], "the same warm process served both");
+    assert_eq!(
+        first["result"], second["result"],
+        "the same warm process served both"
+    );
     // A new version gets a new process.
-    app.put("/tasks/v1/functions/pid", &json!({"description": "v2"})).await;
+    app.put("/tasks/v1/functions/pid", &json!({"description": "v2"}))
+        .await;
     let third = run_task(&app, "pid", json!({})).await;
     assert_ne!(third["result"], first["result"]);
 
-    app.create_function("big", "testing/big-result", "python3.11", "handler.handle", json!({})).await;
+    app.create_function(
+        "big",
+        "testing/big-result",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
     let task = run_task(&app, "big", json!({"bytes": 300 * 1024})).await;
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(task["error"]["name"], "ResultTooLarge");
@@ -556,27 +567,56 @@ async fn warm_processes_are_reused_and_oversized_results_fail_the_task() {
 
 #[tokio::test]
 async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished() {
-    use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions};
+    use lapin::options::{
+        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions,
+    };
     let app = TestScheduler::start_with(|config| config.dispatch.redispatch_after_ms = 1000).await;
-    app.create_function("noop", "testing/noop", "python3.11", "handler.handle", json!({})).await;
+    app.create_function(
+        "noop",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
     let channel = app.vhost.channel().await;
-    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
 
     // No worker yet: the task is published, then its message is lost.
-    let (_, task) = app.post("/tasks/v1", &json!({"functionName": "noop"})).await;
+    let (_, task) = app
+        .post("/tasks/v1", &json!({"functionName": "noop"}))
+        .await;
     let id = task["id"].as_str().unwrap().to_owned();
     let db = app.database.connect().await;
     for _ in 0..100 {
-        let row = db.query_one("SELECT dispatched_at IS NOT NULL FROM tasks WHERE id = $1", &[&id]).await.unwrap();
+        let row = db
+            .query_one(
+                "SELECT dispatched_at IS NOT NULL FROM tasks WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
         if row.get::<_, bool>(0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    channel.queue_purge("tasks".into(), QueuePurgeOptions::default()).await.unwrap();
+    channel
+        .queue_purge("tasks".into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
     for poison in [&b"not json"[..], br#"{"taskId":"zz"}"#] {
         channel
-            .basic_publish("".into(), "tasks".into(), BasicPublishOptions::default(), poison, lapin::BasicProperties::default())
+            .basic_publish(
+                "".into(),
+                "tasks".into(),
+                BasicPublishOptions::default(),
+                poison,
+                lapin::BasicProperties::default(),
+            )
             .await
             .unwrap()
             .await
@@ -584,11 +624,23 @@ async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished
     }
     let worker = app.start_worker(1).await;
     let task = app.wait_until_finished(&id).await;
-    assert_eq!(task["status"], "complete", "the lost message was published again: {task}");
+    assert_eq!(
+        task["status"], "complete",
+        "the lost message was published again: {task}"
+    );
 
     let mut dead = 0;
-    while let Some(message) = channel.basic_get("tasks.dead-letter".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
-        let headers = message.delivery.properties.headers().clone().unwrap_or_default();
+    while let Some(message) = channel
+        .basic_get("tasks.dead-letter".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let headers = message
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
         assert!(headers.inner().contains_key("x-reason"));
         dead += 1;
     }

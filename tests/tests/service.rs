@@ -80,6 +80,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/tasks/v1/functions/{name}", &["get", "put", "delete"]),
         ("/tasks/v1/functions/{name}/enable", &["post"]),
         ("/tasks/v1/functions/{name}/disable", &["post"]),
+        ("/tasks/v1/functions/{name}/execute", &["post"]),
         ("/tasks/v1/schedules", &["get", "post"]),
         ("/tasks/v1/schedules/{scheduleId}", &["delete"]),
         ("/tasks/v1/triggers", &["get", "post"]),

@@ -17,7 +17,7 @@ use lapin::types::FieldTable;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::execute::Executor;
+use crate::execute::{Executor, ReplyTo};
 
 pub struct Consumer {
     pub amqp_url: String,
@@ -99,8 +99,9 @@ impl Consumer {
             while running.try_join_next().is_some() {}
             if let Some(claimed) = self.claim(&channel, &delivery).await? {
                 let executor = self.executor.clone();
+                let reply = ReplyTo::of(&channel, &delivery);
                 running.spawn(async move {
-                    executor.run(claimed).await;
+                    executor.run(claimed, reply).await;
                     drop(permit);
                 });
             }

@@ -41,6 +41,43 @@ impl Running {
     }
 }
 
+/// Where a synchronous caller waits for the outcome (direct execution).
+pub struct ReplyTo {
+    channel: lapin::Channel,
+    queue: String,
+    correlation_id: String,
+}
+
+impl ReplyTo {
+    pub fn of(channel: &lapin::Channel, delivery: &lapin::message::Delivery) -> Option<ReplyTo> {
+        let properties = &delivery.properties;
+        Some(ReplyTo {
+            channel: channel.clone(),
+            queue: properties.reply_to().as_ref()?.to_string(),
+            correlation_id: properties.correlation_id().as_ref()?.to_string(),
+        })
+    }
+
+    /// Tells the caller the outcome is stored; it reads the task itself.
+    async fn send(self, task_id: &str) {
+        let body = serde_json::json!({ "taskId": task_id }).to_string();
+        let published = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default()
+                    .with_correlation_id(self.correlation_id.as_str().into()),
+            )
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(task_id = %task_id, %error, "could not answer a direct execution");
+        }
+    }
+}
+
 pub struct Executor {
     pub functions: Functions,
     pub lifecycle: Lifecycle,
@@ -50,7 +87,7 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub async fn run(&self, claimed: Claimed) {
+    pub async fn run(&self, claimed: Claimed, reply: Option<ReplyTo>) {
         let task_id = claimed.task.id.to_string();
         let attempt = claimed.attempt;
         let function_name = claimed.task.function_name.clone();
@@ -80,6 +117,9 @@ impl Executor {
             tracing::error!(task_id = %task_id, %error, "could not store the outcome of a task");
         }
         self.running.remove(&task_id, attempt);
+        if let Some(reply) = reply {
+            reply.send(&task_id).await;
+        }
     }
 
     async fn invoke(&self, claimed: &Claimed) -> Result<Value, TaskError> {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::StoreError;
 use super::outbox;
 use super::tasks::task_from_row;
-use crate::domain::{RetryPolicy, Task, TaskError};
+use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
 use crate::id::ObjectId;
 
 /// Waits before retry 1, 2 and 3; after the third retry a task fails for good.
@@ -153,10 +153,13 @@ impl Lifecycle {
             return Ok(FailOutcome::Stale);
         };
         let task = task_from_row(&row)?;
+        // A direct execution answers its caller once: it is never retried.
+        let direct = row.try_get::<_, String>("source")? == TaskSource::Direct.as_str();
         let policy = RetryPolicy {
-            enabled: row
-                .try_get::<_, Option<bool>>("retry_enabled")?
-                .unwrap_or(false),
+            enabled: !direct
+                && row
+                    .try_get::<_, Option<bool>>("retry_enabled")?
+                    .unwrap_or(false),
             errors_to_retry: row
                 .try_get::<_, Option<Vec<String>>>("errors_to_retry")?
                 .unwrap_or_default(),

@@ -138,13 +138,16 @@ impl Tasks {
             .prepare_cached(&format!(
                 "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
                  start_timestamp, priority, created_by_application_id, created_by_user_id, \
-                 retry_for_task_ids, source, creation_timestamp, update_timestamp) \
-                 VALUES ($1, $2, 'new', $3, $4, $5, $6, $7, $8, $9, $10, $11, $3, $3) \
+                 retry_for_task_ids, source, dispatched_at, creation_timestamp, update_timestamp) \
+                 VALUES ($1, $2, 'new', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3, $3) \
                  RETURNING {COLUMNS}"
             ))
             .await?;
         let now = crate::time::now();
         let id = ObjectId::generate().to_string();
+        // A direct execution is published by its requester at once, not by the dispatcher; it
+        // counts as dispatched, so the dispatcher only republishes it if that message is lost.
+        let dispatched_at = (task.source == TaskSource::Direct).then_some(now);
         let row = client
             .query_one(
                 &statement,
@@ -160,10 +163,16 @@ impl Tasks {
                     &task.created_by_user_id,
                     &task.retry_for_task_ids,
                     &task.source.as_str(),
+                    &dispatched_at,
                 ],
             )
             .await?;
         task_from_row(&row)
+    }
+
+    /// Cancels a task if it is still `new`; returns whether it was.
+    pub async fn cancel_if_new(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        Ok(self.cancel(id).await? == CancelOutcome::Canceled)
     }
 
     pub async fn find(&self, id: &ObjectId) -> Result<Option<Task>, StoreError> {

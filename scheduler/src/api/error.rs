@@ -39,17 +39,43 @@ pub enum ApiError {
     InvalidFunctionName(String),
     #[error("No logs were found for this task")]
     NoTaskLogsFound,
+    #[error("The function's timeLimit of {0} s exceeds the direct execution maximum of 30 s")]
+    TimeLimitExceedsDirectMaximum(i32),
+    /// The function could not be invoked; `task_id` when a task was created.
+    #[error("{message}")]
+    LambdaInvocation {
+        message: String,
+        task_id: Option<String>,
+    },
+    /// The function ran and failed.
+    #[error("The function failed: {name}: {message}")]
+    LambdaRuntime {
+        task_id: String,
+        name: String,
+        message: String,
+    },
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("An internal error occurred")]
     Server,
 }
 
-/// The error body every endpoint returns.
+/// The error body every endpoint returns; executions add the task and the function's error.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub code: u32,
     pub name: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_error: Option<RuntimeError>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuntimeError {
+    pub name: String,
     pub message: String,
 }
 
@@ -93,6 +119,15 @@ impl ApiError {
                 "INVALID_FUNCTION_NAME_EXCEPTION",
             ),
             NoTaskLogsFound => (StatusCode::BAD_REQUEST, 1408, "NO_TASK_LOGS_FOUND"),
+            TimeLimitExceedsDirectMaximum(_) => (
+                StatusCode::BAD_REQUEST,
+                1404,
+                "TIME_LIMIT_EXCEEDS_DIRECT_EXECUTION_MAXIMUM_EXCEPTION",
+            ),
+            LambdaInvocation { .. } => {
+                (StatusCode::BAD_REQUEST, 1405, "LAMBDA_INVOCATION_EXCEPTION")
+            }
+            LambdaRuntime { .. } => (StatusCode::BAD_REQUEST, 1406, "LAMBDA_RUNTIME_EXCEPTION"),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 26,
@@ -107,10 +142,27 @@ impl ApiError {
 
     pub fn body(&self) -> ErrorBody {
         let (_, code, name) = self.parts();
+        let (task_id, runtime_error) = match self {
+            ApiError::LambdaInvocation { task_id, .. } => (task_id.clone(), None),
+            ApiError::LambdaRuntime {
+                task_id,
+                name,
+                message,
+            } => (
+                Some(task_id.clone()),
+                Some(RuntimeError {
+                    name: name.clone(),
+                    message: message.clone(),
+                }),
+            ),
+            _ => (None, None),
+        };
         ErrorBody {
             code,
             name,
             message: self.to_string(),
+            task_id,
+            runtime_error,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+pub mod execute;
 pub mod functions;
 pub mod health;
 pub mod openapi;
@@ -16,11 +17,14 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Uri;
 use axum::routing::{delete, get, post};
 use deadpool_postgres::Pool;
+use std::sync::Arc;
+
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use common::db::{Functions, Schedules, TaskLogs, Tasks, Triggers};
 
+use crate::requester::Requester;
 use error::ApiError;
 
 /// Largest request body in general.
@@ -37,11 +41,13 @@ pub struct AppState {
     pub logs: TaskLogs,
     pub schedules: Schedules,
     pub triggers: Triggers,
+    pub requester: Arc<Requester>,
 }
 
 impl AppState {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, requester: Arc<Requester>) -> Self {
         AppState {
+            requester,
             functions: Functions::new(pool.clone()),
             tasks: Tasks::new(pool.clone()),
             logs: TaskLogs::new(pool.clone()),
@@ -95,6 +101,7 @@ pub fn router(state: AppState) -> Router {
             "/tasks/v1/functions/{name}/disable",
             post(functions::disable).get(functions::disable),
         )
+        .route("/tasks/v1/functions/{name}/execute", post(execute::execute))
         .layer(DefaultBodyLimit::max(FUNCTION_BODY_LIMIT));
 
     let rest = Router::new()

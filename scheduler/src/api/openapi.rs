@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{AffectedRecords, error, functions, paging, schedules, tasks, triggers};
+use super::{AffectedRecords, error, execute, functions, paging, schedules, tasks, triggers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,7 +12,7 @@ use super::{AffectedRecords, error, functions, paging, schedules, tasks, trigger
     paths(
         tasks::list, tasks::create, tasks::cancel, tasks::logs,
         functions::list, functions::create, functions::get, functions::update, functions::delete,
-        functions::enable, functions::disable,
+        functions::enable, functions::disable, execute::execute,
         schedules::list, schedules::create, schedules::delete,
         triggers::list, triggers::create, triggers::get, triggers::update, triggers::delete,
     ),

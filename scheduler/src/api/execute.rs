@@ -1,0 +1,104 @@
+//! `POST /tasks/v1/functions/{name}/execute`: run a function now and answer with its result.
+//! A task is created as for any execution and kept; the request travels to a worker over
+//! RabbitMQ and the worker's answer comes back on a direct reply-to queue.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::Value;
+
+use common::db::tasks::NewTask;
+use common::domain::{Task, TaskErrorType, TaskSource, TaskStatus};
+
+use super::AppState;
+use super::body::OptionalJsonObject;
+use super::error::{ApiError, ErrorBody};
+use super::functions::unknown_function;
+use super::tasks::check_data_size;
+
+/// Longest `timeLimit` a function may have to be executed directly.
+pub const MAX_DIRECT_TIME_LIMIT: i32 = 30;
+/// Extra wait beyond the function's time limit for dispatching and storing the outcome.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+#[utoipa::path(post, path = "/tasks/v1/functions/{name}/execute", tag = "functions",
+    params(("name" = String, Path, description = "Function name")),
+    request_body(content = Object, description = "`{\"data\": …}`, or an empty body"),
+    responses(
+        (status = 200, description = "The completed task with the function's `result`", body = Task),
+        (status = 400, description = "1404 timeLimit over 30 s, 1405 invocation failed, 1406 the function failed (with `taskId` and `runtimeError`)", body = ErrorBody),
+        (status = 404, description = "Unknown function (16)", body = ErrorBody)))]
+pub async fn execute(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    OptionalJsonObject(mut body): OptionalJsonObject,
+) -> Result<Json<Task>, ApiError> {
+    let data = body
+        .remove("data")
+        .unwrap_or(Value::Object(Default::default()));
+    check_data_size(&data)?;
+    let function = state
+        .functions
+        .get(&name)
+        .await?
+        .ok_or_else(|| unknown_function(&name))?;
+    if function.time_limit > MAX_DIRECT_TIME_LIMIT {
+        return Err(ApiError::TimeLimitExceedsDirectMaximum(function.time_limit));
+    }
+    if !function.enabled {
+        return Err(ApiError::LambdaInvocation {
+            message: format!("The function `{name}` is disabled"),
+            task_id: None,
+        });
+    }
+    let task = state
+        .tasks
+        .insert(NewTask {
+            function_name: name,
+            data,
+            tags: Vec::new(),
+            priority: 0,
+            start_timestamp: common::time::now(),
+            created_by_application_id: None,
+            created_by_user_id: None,
+            retry_for_task_ids: Vec::new(),
+            source: TaskSource::Direct,
+        })
+        .await?;
+    let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
+    if let Err(error) = state.requester.run(&task.id.to_string(), wait).await {
+        // Never let an execution the caller was told failed run later.
+        if let Err(cancel_error) = state.tasks.cancel_if_new(&task.id).await {
+            tracing::warn!(task_id = %task.id, error = %cancel_error, "could not cancel an unanswered execution");
+        }
+        return Err(ApiError::LambdaInvocation {
+            message: format!("The function could not be executed: {error}"),
+            task_id: Some(task.id.to_string()),
+        });
+    }
+    let task = state
+        .tasks
+        .find(&task.id)
+        .await?
+        .ok_or_else(|| ApiError::unknown(format_args!("task {}", task.id)))?;
+    match (task.status, &task.error) {
+        (TaskStatus::Complete, _) => Ok(Json(task)),
+        (TaskStatus::Failed, Some(error)) if error.kind == TaskErrorType::Runtime => {
+            Err(ApiError::LambdaRuntime {
+                task_id: task.id.to_string(),
+                name: error.name.clone(),
+                message: error.message.clone(),
+            })
+        }
+        (_, error) => Err(ApiError::LambdaInvocation {
+            message: error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.name, e.message))
+                .unwrap_or_else(|| {
+                    format!("The execution ended with status `{}`", task.status.as_str())
+                }),
+            task_id: Some(task.id.to_string()),
+        }),
+    }
+}

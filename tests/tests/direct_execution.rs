@@ -1,0 +1,145 @@
+//! `POST /tasks/v1/functions/{name}/execute`: synchronous execution through a worker.
+
+use harness::TestScheduler;
+use serde_json::json;
+
+#[tokio::test]
+async fn direct_execution_returns_the_result_and_each_error() {
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(2).await;
+    app.create_function(
+        "measure",
+        "measurement-processor",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "raise",
+        "testing/raise-error",
+        "python3.11",
+        "handler.handle",
+        json!({
+            "retryPolicy": {"enabled": true, "errorsToRetry": []}
+        }),
+    )
+    .await;
+    app.create_function(
+        "syntax",
+        "testing/syntax-error",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "long",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({"timeLimit": 60}),
+    )
+    .await;
+    app.create_function(
+        "noop",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+
+    let (status, task) = app
+        .post("/tasks/v1/functions/measure/execute", &json!({"data": {"measurementId": "m1", "userId": "u1", "type": "heart_rate", "values": [60, 70]}}))
+        .await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["status"], "complete");
+    assert_eq!(task["functionName"], "measure");
+    assert_eq!(task["result"]["status"], "normal", "{task}");
+    assert_eq!(task["data"]["measurementId"], "m1");
+    // The task is kept, as for any task.
+    let (_, listed) = app
+        .get(&format!(
+            "/tasks/v1/?eq(id,{})",
+            task["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(listed["data"][0]["status"], "complete");
+
+    // An empty body is accepted.
+    let response = app
+        .http
+        .post(app.url("/tasks/v1/functions/noop/execute"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["result"], json!({"ok": true}));
+
+    let (status, error) = app
+        .post(
+            "/tasks/v1/functions/raise/execute",
+            &json!({"data": {"message": "bad input"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1406)),
+        "{error}"
+    );
+    assert_eq!(error["name"], "LAMBDA_RUNTIME_EXCEPTION");
+    assert_eq!(
+        error["runtimeError"],
+        json!({"name": "CustomError", "message": "bad input"})
+    );
+    let task_id = error["taskId"].as_str().unwrap();
+    let (_, listed) = app.get(&format!("/tasks/v1/?eq(id,{task_id})")).await;
+    assert_eq!(
+        listed["data"][0]["status"], "failed",
+        "a direct execution is never retried"
+    );
+
+    let (status, error) = app
+        .post("/tasks/v1/functions/syntax/execute", &json!({}))
+        .await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1405)),
+        "{error}"
+    );
+    assert!(error["taskId"].is_string());
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("Runtime.UserCodeSyntaxError"),
+        "{error}"
+    );
+
+    let (status, error) = app
+        .post("/tasks/v1/functions/long/execute", &json!({}))
+        .await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1404)),
+        "{error}"
+    );
+    let (status, error) = app
+        .post("/tasks/v1/functions/missing/execute", &json!({}))
+        .await;
+    assert_eq!((status, error["code"].as_u64()), (404, Some(16)), "{error}");
+    app.post("/tasks/v1/functions/noop/disable", &json!({}))
+        .await;
+    let (status, error) = app
+        .post("/tasks/v1/functions/noop/execute", &json!({}))
+        .await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1405)),
+        "{error}"
+    );
+    worker.stop().await;
+    app.stop().await;
+}
