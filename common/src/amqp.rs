@@ -36,6 +36,36 @@ pub struct TaskMessage {
     pub task_id: String,
 }
 
+/// Largest API-function invocation message: a 6 MB request plus its envelope.
+pub const MAX_API_MESSAGE_BYTES: usize = 9 * 1024 * 1024;
+
+/// An API-function call to run now: the Lambda event (API Gateway v2.0 request) travels in
+/// the message, and the outcome goes back to the caller's reply queue; no task is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiInvocation {
+    pub api_request_id: String,
+    pub function_name: String,
+    pub event: serde_json::Value,
+}
+
+/// Everything a worker may find on the `tasks` queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WorkMessage {
+    Task(TaskMessage),
+    Api(ApiInvocation),
+}
+
+/// A worker's answer to an API-function invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApiOutcome {
+    /// The function's return value, unvalidated.
+    Returned(serde_json::Value),
+    Failed(crate::domain::TaskError),
+}
+
 pub async fn connect(url: &str) -> Result<Connection, AmqpError> {
     let properties = ConnectionProperties::default();
     Ok(Connection::connect(url, properties).await?)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::amqp::{self, TASKS_QUEUE, TaskMessage};
+use common::amqp::{self, TASKS_QUEUE, TaskMessage, WorkMessage};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
@@ -86,18 +86,27 @@ impl Requester {
         Ok(channel)
     }
 
-    /// Sends the task to a worker and waits for its answer.
+    /// Sends the task to a worker and waits until its outcome is stored.
     pub async fn run(&self, task_id: &str, timeout: Duration) -> Result<Vec<u8>, RequestError> {
+        let message = WorkMessage::Task(TaskMessage {
+            task_id: task_id.to_owned(),
+        });
+        self.request(&message, timeout).await
+    }
+
+    /// Sends work to a worker and waits for its answer.
+    pub async fn request(
+        &self,
+        message: &WorkMessage,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
         let channel = self.channel().await?;
         let correlation = common::id::ObjectId::generate().to_string();
         let (sender, answer) = oneshot::channel();
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(correlation.clone(), sender);
         }
-        let body = serde_json::to_vec(&TaskMessage {
-            task_id: task_id.to_owned(),
-        })
-        .unwrap_or_default();
+        let body = serde_json::to_vec(message).unwrap_or_default();
         let published = channel
             .basic_publish(
                 "".into(),

@@ -84,6 +84,8 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/tasks/v1/schedules", &["get", "post"]),
         ("/tasks/v1/schedules/{scheduleId}", &["delete"]),
         ("/tasks/v1/triggers", &["get", "post"]),
+        ("/tasks/v1/apiRequests", &["get"]),
+        ("/tasks/v1/apiRequests/{apiRequestId}/logs", &["get"]),
         ("/tasks/v1/triggers/{triggerId}", &["get", "put", "delete"]),
     ];
     for (path, methods) in expect {

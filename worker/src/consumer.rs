@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::{self, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, TaskMessage};
+use common::amqp::{
+    self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, WorkMessage,
+};
 use common::db::Lifecycle;
 use futures_util::StreamExt;
 use lapin::Channel;
@@ -97,26 +99,36 @@ impl Consumer {
                 None => anyhow::bail!("the broker closed the consumer"),
             };
             while running.try_join_next().is_some() {}
-            if let Some(claimed) = self.claim(&channel, &delivery).await? {
-                let executor = self.executor.clone();
-                let reply = ReplyTo::of(&channel, &delivery);
-                running.spawn(async move {
-                    executor.run(claimed, reply).await;
-                    drop(permit);
-                });
+            let reply = ReplyTo::of(&channel, &delivery);
+            match self.accept(&channel, &delivery).await? {
+                Some(Work::Task(claimed)) => {
+                    let executor = self.executor.clone();
+                    running.spawn(async move {
+                        executor.run(*claimed, reply).await;
+                        drop(permit);
+                    });
+                }
+                Some(Work::Api(invocation)) => {
+                    let executor = self.executor.clone();
+                    running.spawn(async move {
+                        executor.run_api(invocation, reply).await;
+                        drop(permit);
+                    });
+                }
+                None => {}
             }
         }
     }
 
-    /// Claims the task of a message and acks it. Returns the claimed task, if any.
-    async fn claim(
-        &self,
-        channel: &Channel,
-        delivery: &Delivery,
-    ) -> anyhow::Result<Option<common::db::lifecycle::Claimed>> {
-        let message = parse(&delivery.data);
-        let task_id = match message {
-            Ok(message) => message.task_id,
+    /// Acks a message once its work is secured: a task claimed in Postgres, or an API call
+    /// (which a lost message only fails, as its caller times out). Returns the work to do.
+    async fn accept(&self, channel: &Channel, delivery: &Delivery) -> anyhow::Result<Option<Work>> {
+        let task_id = match parse(&delivery.data) {
+            Ok(WorkMessage::Task(message)) => message.task_id,
+            Ok(WorkMessage::Api(invocation)) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+                return Ok(Some(Work::Api(invocation)));
+            }
             Err(reason) => {
                 tracing::warn!(%reason, "dead-lettering an unusable task message");
                 if let Err(error) =
@@ -141,7 +153,7 @@ impl Consumer {
                 if claimed.is_none() {
                     tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped");
                 }
-                Ok(claimed)
+                Ok(claimed.map(|claimed| Work::Task(Box::new(claimed))))
             }
             Err(error) => {
                 // Postgres is unavailable: give the message back and slow down.
@@ -159,19 +171,38 @@ impl Consumer {
     }
 }
 
-fn parse(body: &[u8]) -> Result<TaskMessage, String> {
-    if body.len() > MAX_TASK_MESSAGE_BYTES {
+enum Work {
+    Task(Box<common::db::lifecycle::Claimed>),
+    Api(ApiInvocation),
+}
+
+fn parse(body: &[u8]) -> Result<WorkMessage, String> {
+    if body.len() > MAX_API_MESSAGE_BYTES {
         return Err(format!(
-            "message of {} bytes exceeds {MAX_TASK_MESSAGE_BYTES}",
+            "message of {} bytes exceeds {MAX_API_MESSAGE_BYTES}",
             body.len()
         ));
     }
-    let message: TaskMessage =
+    let message: WorkMessage =
         serde_json::from_slice(body).map_err(|e| format!("not a task message: {e}"))?;
-    message
-        .task_id
-        .parse::<common::id::ObjectId>()
-        .map_err(|e| e.to_string())?;
+    match &message {
+        WorkMessage::Task(task) => {
+            if body.len() > MAX_TASK_MESSAGE_BYTES {
+                return Err(format!(
+                    "task message of {} bytes exceeds {MAX_TASK_MESSAGE_BYTES}",
+                    body.len()
+                ));
+            }
+            task.task_id
+                .parse::<common::id::ObjectId>()
+                .map_err(|e| e.to_string())?;
+        }
+        WorkMessage::Api(invocation) => {
+            if invocation.api_request_id.is_empty() || invocation.api_request_id.len() > 64 {
+                return Err("an API invocation needs an apiRequestId of 1 to 64 characters".into());
+            }
+        }
+    }
     Ok(message)
 }
 

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, FailOutcome, Fence};
-use common::db::{Functions, Lifecycle, TaskLogs};
+use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
 use common::domain::{FunctionDefinition, Runtime, TaskError, TaskErrorType};
 use serde_json::Value;
 
@@ -58,28 +59,27 @@ impl ReplyTo {
         })
     }
 
-    /// Tells the caller the outcome is stored; it reads the task itself.
-    async fn send(self, task_id: &str) {
-        let body = serde_json::json!({ "taskId": task_id }).to_string();
+    async fn send(self, body: &[u8]) {
         let published = self
             .channel
             .basic_publish(
                 "".into(),
                 self.queue.as_str().into(),
                 lapin::options::BasicPublishOptions::default(),
-                body.as_bytes(),
+                body,
                 lapin::BasicProperties::default()
                     .with_correlation_id(self.correlation_id.as_str().into()),
             )
             .await;
         if let Err(error) = published {
-            tracing::warn!(task_id = %task_id, %error, "could not answer a direct execution");
+            tracing::warn!(%error, "could not answer a synchronous caller");
         }
     }
 }
 
 pub struct Executor {
     pub functions: Functions,
+    pub api_requests: ApiRequests,
     pub lifecycle: Lifecycle,
     pub logs: TaskLogs,
     pub runtimes: RuntimePool,
@@ -118,8 +118,84 @@ impl Executor {
         }
         self.running.remove(&task_id, attempt);
         if let Some(reply) = reply {
-            reply.send(&task_id).await;
+            // The caller reads the stored outcome itself.
+            reply
+                .send(
+                    serde_json::json!({ "taskId": task_id })
+                        .to_string()
+                        .as_bytes(),
+                )
+                .await;
         }
+    }
+
+    /// Runs an API-function call: the event comes with the message, the function's raw return
+    /// value goes back to the caller (which validates it), and the output lines are stored as
+    /// the request's logs.
+    pub async fn run_api(&self, invocation: ApiInvocation, reply: Option<ReplyTo>) {
+        let outcome = match self.invoke_api(&invocation).await {
+            Ok(value) => ApiOutcome::Returned(value),
+            Err(error) => ApiOutcome::Failed(error),
+        };
+        match reply {
+            Some(reply) => {
+                reply
+                    .send(&serde_json::to_vec(&outcome).unwrap_or_default())
+                    .await
+            }
+            None => {
+                tracing::warn!(api_request_id = %invocation.api_request_id, "API call without a reply address")
+            }
+        }
+    }
+
+    async fn invoke_api(&self, invocation: &ApiInvocation) -> Result<Value, TaskError> {
+        let function = self.function(&invocation.function_name).await?;
+        let spec = spec_of(&function)?;
+        let event = serde_json::to_vec(&invocation.event)
+            .map(Bytes::from)
+            .map_err(|e| invocation_error("Runtime.InvalidEvent", e.to_string()))?;
+        let result = self
+            .runtimes
+            .invoke(
+                &spec,
+                &function.code_sha256,
+                invocation.api_request_id.clone(),
+                event,
+            )
+            .await;
+        if let Err(error) = self
+            .api_requests
+            .append_logs(&invocation.api_request_id, &result.logs)
+            .await
+        {
+            tracing::warn!(api_request_id = %invocation.api_request_id, %error, "could not store API request logs");
+        }
+        let body = result.outcome?;
+        serde_json::from_slice(&body).map_err(|e| {
+            runtime_error(
+                "Runtime.InvalidResponse",
+                format!("The function's result is not valid JSON: {e}"),
+            )
+        })
+    }
+
+    async fn function(&self, name: &str) -> Result<FunctionDefinition, TaskError> {
+        self.functions
+            .get(name)
+            .await
+            .map_err(|e| {
+                invocation_error(
+                    "Runtime.Unavailable",
+                    format!("could not load the function: {e}"),
+                )
+            })?
+            .ok_or_else(|| {
+                invocation_error(
+                    "FunctionNotFound",
+                    format!("The function `{name}` does not exist"),
+                )
+            })
     }
 
     async fn invoke(&self, claimed: &Claimed) -> Result<Value, TaskError> {

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use common::db::{Functions, Lifecycle, TaskLogs};
+use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -79,6 +79,7 @@ impl Worker {
         let idle_time = std::time::Duration::from_millis(self.config.worker.idle_process_ms);
         let executor = Arc::new(Executor {
             functions: Functions::new(self.pool.clone()),
+            api_requests: ApiRequests::new(self.pool.clone()),
             lifecycle: lifecycle.clone(),
             logs: TaskLogs::new(self.pool.clone()),
             runtimes: self.runtimes,

@@ -1,5 +1,6 @@
 //! PostgreSQL: the connection pool, the migrations and one repository per table.
 
+pub mod api_requests;
 pub mod dispatch;
 pub mod functions;
 pub mod lifecycle;
@@ -18,6 +19,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::config::DatabaseConfig;
 
+pub use api_requests::ApiRequests;
 pub use dispatch::DispatchQueries;
 pub use functions::Functions;
 pub use lifecycle::Lifecycle;

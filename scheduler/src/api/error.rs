@@ -47,13 +47,19 @@ pub enum ApiError {
         message: String,
         task_id: Option<String>,
     },
-    /// The function ran and failed.
+    /// The function ran and failed; `task_id` for direct executions.
     #[error("The function failed: {name}: {message}")]
     LambdaRuntime {
-        task_id: String,
+        task_id: Option<String>,
         name: String,
         message: String,
     },
+    #[error("{0}")]
+    InvalidApiFunctionResult(String),
+    #[error("The function's timeLimit of {0} s exceeds the API function maximum of 30 s")]
+    TimeLimitExceedsApiMaximum(i32),
+    #[error("No logs were found for this API request")]
+    NoApiRequestLogsFound,
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("An internal error occurred")]
@@ -128,6 +134,15 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, 1405, "LAMBDA_INVOCATION_EXCEPTION")
             }
             LambdaRuntime { .. } => (StatusCode::BAD_REQUEST, 1406, "LAMBDA_RUNTIME_EXCEPTION"),
+            InvalidApiFunctionResult(_) => {
+                (StatusCode::BAD_REQUEST, 1409, "INVALID_API_FUNCTION_RESULT")
+            }
+            TimeLimitExceedsApiMaximum(_) => (
+                StatusCode::BAD_REQUEST,
+                1411,
+                "TIME_LIMIT_EXCEEDS_API_FUNCTION_MAXIMUM_EXCEPTION",
+            ),
+            NoApiRequestLogsFound => (StatusCode::BAD_REQUEST, 1413, "NO_API_REQUEST_LOGS_FOUND"),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 26,
@@ -140,6 +155,11 @@ impl ApiError {
         ApiError::ResourceUnknown(format!("Requested resource is unknown: {what}"))
     }
 
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     pub fn body(&self) -> ErrorBody {
         let (_, code, name) = self.parts();
         let (task_id, runtime_error) = match self {
@@ -149,7 +169,7 @@ impl ApiError {
                 name,
                 message,
             } => (
-                Some(task_id.clone()),
+                task_id.clone(),
                 Some(RuntimeError {
                     name: name.clone(),
                     message: message.clone(),

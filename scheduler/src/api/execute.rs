@@ -86,7 +86,7 @@ pub async fn execute(
         (TaskStatus::Complete, _) => Ok(Json(task)),
         (TaskStatus::Failed, Some(error)) if error.kind == TaskErrorType::Runtime => {
             Err(ApiError::LambdaRuntime {
-                task_id: task.id.to_string(),
+                task_id: Some(task.id.to_string()),
                 name: error.name.clone(),
                 message: error.message.clone(),
             })

@@ -1,6 +1,8 @@
 //! The REST API under `/tasks/v1`, wire-compatible with the Extra Horizon Tasks Service.
 //! One file per resource; errors are mapped in [`error`].
 
+pub mod api_functions;
+pub mod api_requests;
 pub mod body;
 pub mod error;
 pub mod execute;
@@ -15,14 +17,14 @@ pub mod triggers;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Uri;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use common::db::{Functions, Schedules, TaskLogs, Tasks, Triggers};
+use common::db::{ApiRequests, Functions, Schedules, TaskLogs, Tasks, Triggers};
 
 use crate::requester::Requester;
 use error::ApiError;
@@ -42,6 +44,7 @@ pub struct AppState {
     pub schedules: Schedules,
     pub triggers: Triggers,
     pub requester: Arc<Requester>,
+    pub api_requests: ApiRequests,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),
             triggers: Triggers::new(pool.clone()),
+            api_requests: ApiRequests::new(pool.clone()),
             pool,
         }
     }
@@ -126,14 +130,29 @@ pub fn router(state: AppState) -> Router {
                 .put(triggers::update)
                 .delete(triggers::delete),
         )
+        .route("/tasks/v1/apiRequests", get(api_requests::list))
+        .route(
+            "/tasks/v1/apiRequests/{api_request_id}/logs",
+            get(api_requests::logs),
+        )
         .route("/tasks/v1/health", get(health::alive))
         .route("/tasks/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
 
+    let api = Router::new()
+        .route("/tasks/v1/api/{function_name}", any(api_functions::invoke))
+        .route("/tasks/v1/api/{function_name}/", any(api_functions::invoke))
+        .route(
+            "/tasks/v1/api/{function_name}/{*path}",
+            any(api_functions::invoke),
+        )
+        .layer(DefaultBodyLimit::max(api_functions::MAX_PAYLOAD_BYTES));
+
     functions
         .merge(rest)
+        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -155,7 +174,8 @@ async fn method_not_allowed(request: Request) -> ApiError {
 /// removed before routing, so every route answers to both forms.
 pub async fn trim_trailing_slash(mut request: Request) -> Request {
     let path = request.uri().path();
-    if path.len() > 1 && path.ends_with('/') {
+    // The path of an API function is the function's business, trailing slash included.
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with(api_functions::PREFIX) {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let rebuilt = match request.uri().query() {

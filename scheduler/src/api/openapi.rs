@@ -4,7 +4,9 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{AffectedRecords, error, execute, functions, paging, schedules, tasks, triggers};
+use super::{
+    AffectedRecords, api_requests, error, execute, functions, paging, schedules, tasks, triggers,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +15,7 @@ use super::{AffectedRecords, error, execute, functions, paging, schedules, tasks
         tasks::list, tasks::create, tasks::cancel, tasks::logs,
         functions::list, functions::create, functions::get, functions::update, functions::delete,
         functions::enable, functions::disable, execute::execute,
+        api_requests::list, api_requests::logs,
         schedules::list, schedules::create, schedules::delete,
         triggers::list, triggers::create, triggers::get, triggers::update, triggers::delete,
     ),
@@ -21,12 +24,14 @@ use super::{AffectedRecords, error, execute, functions, paging, schedules, tasks
         common::domain::Task, common::domain::TaskStatus, common::domain::TaskError,
         common::domain::TaskErrorType, common::domain::FunctionDefinition,
         common::domain::Schedule, common::domain::Trigger, common::db::task_logs::LogLine,
+        common::db::api_requests::ApiRequest,
     )),
     tags(
         (name = "tasks", description = "Tasks: one execution of a function"),
         (name = "functions", description = "Functions: code, runtime and limits"),
         (name = "schedules", description = "Recurring tasks"),
         (name = "triggers", description = "Platform events that create tasks"),
+        (name = "api functions", description = "HTTP endpoints served by functions under /tasks/v1/api/{functionName}"),
     )
 )]
 pub struct ApiDoc;

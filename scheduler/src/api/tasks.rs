@@ -149,6 +149,12 @@ pub struct LogPage {
     data: Vec<LogLine>,
 }
 
+impl LogPage {
+    pub fn new(page: PageInfo, data: Vec<LogLine>) -> Self {
+        LogPage { page, data }
+    }
+}
+
 #[utoipa::path(get, path = "/tasks/v1/{taskId}/logs", tag = "tasks",
     params(
         ("taskId" = String, Path, description = "Task id"),

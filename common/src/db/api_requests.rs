@@ -1,0 +1,214 @@
+//! The `api_requests` and `api_request_logs` tables.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use utoipa::ToSchema;
+
+use super::StoreError;
+use super::list::{ListRequest, Page, fetch_page};
+use super::task_logs::LogLine;
+use crate::rql::{Field, FieldKind, Schema};
+
+pub static API_REQUEST_SCHEMA: Schema = Schema {
+    fields: &[
+        Field {
+            name: "id",
+            column: "id",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "functionName",
+            column: "function_name",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "method",
+            column: "method",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "path",
+            column: "path",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "userId",
+            column: "user_id",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "applicationId",
+            column: "application_id",
+            kind: FieldKind::Text,
+        },
+        Field {
+            name: "statusCode",
+            column: "status_code",
+            kind: FieldKind::Integer,
+        },
+        Field {
+            name: "timestamp",
+            column: "timestamp",
+            kind: FieldKind::Timestamp,
+        },
+        Field {
+            name: "duration",
+            column: "duration",
+            kind: FieldKind::Number,
+        },
+        Field {
+            name: "error",
+            column: "error",
+            kind: FieldKind::Json,
+        },
+    ],
+};
+
+const COLUMNS: &str = "id, function_name, method, path, user_id, application_id, status_code, timestamp, duration, error";
+
+/// One call of an API function, as `GET /apiRequests` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiRequest {
+    pub id: String,
+    pub function_name: String,
+    pub method: String,
+    /// Path after the function name, with the query string.
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<String>,
+    pub status_code: i32,
+    #[serde(with = "crate::time::millis")]
+    pub timestamp: DateTime<Utc>,
+    /// Seconds.
+    pub duration: f64,
+    /// `{type: invocation | runtime | response, name, message}` when the call failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+}
+
+#[derive(Clone)]
+pub struct ApiRequests {
+    pool: Pool,
+}
+
+impl ApiRequests {
+    pub fn new(pool: Pool) -> Self {
+        ApiRequests { pool }
+    }
+
+    pub async fn insert(&self, request: &ApiRequest) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                &format!("INSERT INTO api_requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                &[
+                    &request.id,
+                    &request.function_name,
+                    &request.method,
+                    &request.path,
+                    &request.user_id,
+                    &request.application_id,
+                    &request.status_code,
+                    &request.timestamp,
+                    &request.duration,
+                    &request.error,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn find(&self, id: &str) -> Result<Option<ApiRequest>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM api_requests WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.as_ref().map(api_request_from_row).transpose()
+    }
+
+    pub async fn list(&self, request: &ListRequest) -> Result<Page<ApiRequest>, StoreError> {
+        let client = self.pool.get().await?;
+        fetch_page(
+            &client,
+            "api_requests",
+            COLUMNS,
+            None,
+            "timestamp ASC, id ASC",
+            request,
+            api_request_from_row,
+        )
+        .await
+    }
+
+    pub async fn append_logs(
+        &self,
+        api_request_id: &str,
+        lines: &[LogLine],
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        let timestamps: Vec<DateTime<Utc>> = lines.iter().map(|l| l.timestamp).collect();
+        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        client
+            .execute(
+                "INSERT INTO api_request_logs (api_request_id, timestamp, message) \
+                 SELECT $1, t, m FROM UNNEST($2::timestamptz[], $3::text[]) AS l(t, m)",
+                &[&api_request_id, &timestamps, &messages],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn logs(
+        &self,
+        api_request_id: &str,
+        request: &ListRequest,
+    ) -> Result<Page<LogLine>, StoreError> {
+        let client = self.pool.get().await?;
+        let id = api_request_id.to_owned();
+        let scope: &[&(dyn ToSql + Sync)] = &[&id];
+        fetch_page(
+            &client,
+            "api_request_logs",
+            "message, timestamp",
+            Some((|first| format!("api_request_id = ${first}"), scope)),
+            "timestamp ASC, id ASC",
+            request,
+            |row| {
+                Ok(LogLine {
+                    message: row.try_get(0)?,
+                    timestamp: row.try_get(1)?,
+                })
+            },
+        )
+        .await
+    }
+}
+
+fn api_request_from_row(row: &Row) -> Result<ApiRequest, StoreError> {
+    Ok(ApiRequest {
+        id: row.try_get("id")?,
+        function_name: row.try_get("function_name")?,
+        method: row.try_get("method")?,
+        path: row.try_get("path")?,
+        user_id: row.try_get("user_id")?,
+        application_id: row.try_get("application_id")?,
+        status_code: row.try_get("status_code")?,
+        timestamp: row.try_get("timestamp")?,
+        duration: row.try_get("duration")?,
+        error: row.try_get("error")?,
+    })
+}
