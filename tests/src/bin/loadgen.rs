@@ -5,6 +5,7 @@
 //! loadgen lag     [--count 400] [--rate 200]   dispatch lag: claim time − startTimestamp
 //! loadgen latency [--count 200]                one task at a time: create → result visible
 //! loadgen cold    [--count 5]                  first invocation of a new version vs. warm
+//! loadgen direct  [--count 500]                sequential direct executions and API calls
 //! ```
 //! Options: `--api http://127.0.0.1:8080` `--database postgres://postgres@127.0.0.1:5432/tasks`.
 
@@ -30,6 +31,7 @@ fn options() -> anyhow::Result<Options> {
         count: match scenario.as_str() {
             "lag" => 400,
             "latency" => 200,
+            "direct" => 500,
             _ => 5,
         },
         scenario,
@@ -183,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         "lag" => lag(&client, &options).await?,
         "latency" => latency(&client, &options).await?,
         "cold" => cold(&client, &options).await?,
+        "direct" => direct(&client, &options).await?,
         other => bail!("unknown scenario {other}"),
     };
     println!(
@@ -254,6 +257,52 @@ async fn latency(client: &Client, options: &Options) -> anyhow::Result<Vec<Value
         "create → result visible (warm, sequential)",
         &mut samples,
     )])
+}
+
+/// Sequential direct executions and API-function calls of a warm python no-op, as a client
+/// sees them (request sent → response read).
+async fn direct(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
+    let function = client.noop_function().await?;
+    let api_function = format!("loadgen-api-{}", common::id::ObjectId::generate());
+    let api_code = harness::base64(&harness::zip_files(&[(
+        "app.py",
+        "def handle(event, context):\n    return {\"statusCode\": 200, \"body\": {\"ok\": True}}\n",
+    )]));
+    client
+        .post("/functions", &json!({"name": api_function, "runtime": "python3.11", "entryPoint": "app.handle", "code": api_code}))
+        .await?;
+    let mut executions = Vec::new();
+    let mut calls = Vec::new();
+    for i in 0..=options.count {
+        let started = Instant::now();
+        client
+            .post(
+                &format!("/functions/{function}/execute"),
+                &json!({"data": {}}),
+            )
+            .await?;
+        let execution = started.elapsed().as_secs_f64() * 1000.0;
+        let started = Instant::now();
+        let response = client
+            .http
+            .get(format!("{}/tasks/v1/api/{api_function}/ping", client.api))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("API call: {}", response.status());
+        }
+        response.bytes().await?;
+        let call = started.elapsed().as_secs_f64() * 1000.0;
+        // The first of each warms the runtime process.
+        if i > 0 {
+            executions.push(execution);
+            calls.push(call);
+        }
+    }
+    Ok(vec![
+        summary("direct execution, warm python no-op", &mut executions),
+        summary("API function call, warm python no-op", &mut calls),
+    ])
 }
 
 /// The first invocation of each new function version, against warm ones.
