@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod id;
+pub mod metrics;
 pub mod rql;
 pub mod shutdown;
 pub mod telemetry;

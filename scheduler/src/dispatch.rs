@@ -11,12 +11,14 @@ use common::db::DispatchQueries;
 use tokio::sync::{Notify, watch};
 
 use crate::config::DispatchConfig;
+use common::metrics::Metrics;
 
 pub struct Dispatcher {
     pub queries: DispatchQueries,
     pub publisher: Arc<Publisher>,
     pub config: DispatchConfig,
     pub wakeup: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -83,6 +85,7 @@ impl Dispatcher {
             // the worker's conditional claim makes harmless.
             self.publisher.publish_all("", messages).await?;
             batch.commit().await?;
+            self.metrics.tasks_dispatched.inc_by(count as u64);
             tracing::debug!(tasks = count, "dispatched");
             if count < room.min(self.config.batch) {
                 break;

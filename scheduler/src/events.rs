@@ -13,11 +13,15 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use serde_json::Value;
+use std::sync::Arc;
+
+use common::metrics::Metrics;
 use tokio::sync::watch;
 
 pub struct EventConsumer {
     pub amqp_url: String,
     pub triggers: Triggers,
+    pub metrics: Arc<Metrics>,
 }
 
 impl EventConsumer {
@@ -28,6 +32,10 @@ impl EventConsumer {
             match self.consume(&mut stop).await {
                 Ok(()) => return,
                 Err(error) => {
+                    self.metrics
+                        .broker_reconnects
+                        .with_label_values(&["events"])
+                        .inc();
                     tracing::warn!(%error, "event consumer lost the broker, reconnecting");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -71,6 +79,14 @@ impl EventConsumer {
                     tracing::warn!(%reason, "dead-lettering a malformed event");
                     amqp::dead_letter(&channel, EVENTS_QUEUE, &delivery.data, &reason).await?;
                     delivery.ack(BasicAckOptions::default()).await?;
+                    self.metrics
+                        .dead_lettered
+                        .with_label_values(&[EVENTS_QUEUE])
+                        .inc();
+                    self.metrics
+                        .events_consumed
+                        .with_label_values(&["malformed"])
+                        .inc();
                     continue;
                 }
             };
@@ -78,10 +94,22 @@ impl EventConsumer {
                 Ok((0, _)) => {
                     tracing::debug!(event_id = %event.id, event_type = %event.event_type, "no trigger for this event");
                     delivery.ack(BasicAckOptions::default()).await?;
+                    self.metrics
+                        .events_consumed
+                        .with_label_values(&["unmatched"])
+                        .inc();
                 }
                 Ok((matched, created)) => {
                     tracing::info!(event_id = %event.id, event_type = %event.event_type, matched, created, "event turned into tasks");
                     delivery.ack(BasicAckOptions::default()).await?;
+                    self.metrics
+                        .events_consumed
+                        .with_label_values(&["matched"])
+                        .inc();
+                    self.metrics
+                        .tasks_created
+                        .with_label_values(&["event"])
+                        .inc_by(created);
                 }
                 Err(error) => {
                     // Postgres is unavailable: give the event back and slow down.
@@ -92,6 +120,10 @@ impl EventConsumer {
                             ..Default::default()
                         })
                         .await?;
+                    self.metrics
+                        .events_consumed
+                        .with_label_values(&["requeued"])
+                        .inc();
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod events;
+pub mod gauges;
 pub mod listener;
 pub mod recurring;
 pub mod relay;

@@ -3,14 +3,24 @@
 use std::time::Duration;
 
 use common::db::Schedules;
+use std::sync::Arc;
+
+use common::metrics::Metrics;
 use tokio::sync::watch;
 
 /// Longest sleep between two looks at the schedules; new schedules are picked up within it.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 
-pub async fn run(schedules: Schedules, mut stop: watch::Receiver<bool>) {
+pub async fn run(schedules: Schedules, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
     loop {
-        let wait = match schedules.fire_due(100).await {
+        let fired = schedules.fire_due(100).await;
+        if let Ok(created) = fired {
+            metrics
+                .tasks_created
+                .with_label_values(&["schedule"])
+                .inc_by(created);
+        }
+        let wait = match fired {
             Ok(100) => Duration::ZERO,
             Ok(created) => {
                 if created > 0 {

@@ -24,7 +24,8 @@ use crate::dispatch::Dispatcher;
 use crate::events::EventConsumer;
 use crate::listener::{self, Wakeups};
 use crate::requester::Requester;
-use crate::{recurring, relay, sweeper};
+use crate::{gauges, recurring, relay, sweeper};
+use common::metrics::Metrics;
 
 pub struct Application {
     listener: TcpListener,
@@ -48,6 +49,7 @@ impl Application {
             state: AppState::new(
                 pool.clone(),
                 Arc::new(Requester::new(config.amqp.url.clone())),
+                Arc::new(Metrics::new()),
             ),
             config,
             pool,
@@ -69,7 +71,13 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         let wakeups = Wakeups::default();
         let publisher = Arc::new(Publisher::new(self.config.amqp.url.clone()));
+        let metrics = self.state.metrics.clone();
         let mut loops = JoinSet::new();
+        loops.spawn(gauges::run(
+            self.pool.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        ));
         loops.spawn(listener::run(
             self.config.database.url.clone(),
             wakeups.clone(),
@@ -80,11 +88,13 @@ impl Application {
                 publisher: publisher.clone(),
                 config: self.config.dispatch.clone(),
                 wakeup: wakeups.tasks.clone(),
+                metrics: metrics.clone(),
             }
             .run(stopped.clone()),
         );
         loops.spawn(sweeper::run(
             Lifecycle::new(self.pool.clone()),
+            metrics.clone(),
             self.config.dispatch.sweep_interval(),
             stopped.clone(),
         ));
@@ -92,11 +102,13 @@ impl Application {
             EventConsumer {
                 amqp_url: self.config.amqp.url.clone(),
                 triggers: common::db::Triggers::new(self.pool.clone()),
+                metrics: metrics.clone(),
             }
             .run(stopped.clone()),
         );
         loops.spawn(recurring::run(
             common::db::Schedules::new(self.pool.clone()),
+            metrics.clone(),
             stopped.clone(),
         ));
         loops.spawn(relay::run(

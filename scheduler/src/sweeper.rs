@@ -8,9 +8,17 @@ use common::db::lifecycle::{FailOutcome, Fence};
 use common::domain::{TaskError, TaskErrorType};
 use tokio::sync::watch;
 
+use common::metrics::Metrics;
+use std::sync::Arc;
+
 pub const ZOMBIE_ERROR_NAME: &str = "zombieTaskCleaned";
 
-pub async fn run(lifecycle: Lifecycle, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    lifecycle: Lifecycle,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let error = TaskError {
         kind: TaskErrorType::Invocation,
         name: ZOMBIE_ERROR_NAME.to_owned(),
@@ -28,6 +36,11 @@ pub async fn run(lifecycle: Lifecycle, interval: Duration, mut stop: watch::Rece
                     match lifecycle.fail(&task_id, fence, &error).await {
                         Ok(FailOutcome::Stale) => {}
                         Ok(outcome) => {
+                            metrics.zombies_cleaned.inc();
+                            if let FailOutcome::Retried(_) = outcome {
+                                metrics.retries.inc();
+                                metrics.tasks_created.with_label_values(&["retry"]).inc();
+                            }
                             tracing::warn!(task_id = %task_id, attempt, ?outcome, "cleaned a zombie task")
                         }
                         Err(e) => {

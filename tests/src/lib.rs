@@ -375,6 +375,8 @@ pub fn example_code(name: &str) -> String {
 
 /// A real worker in-process, on the database and vhost of a [`TestScheduler`].
 pub struct TestWorker {
+    /// Base URL of the worker's `/metrics`, `/healthz` and `/readyz`.
+    pub base_url: String,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -393,11 +395,13 @@ impl TestWorker {
         let worker = worker::startup::Worker::build(config)
             .await
             .expect("worker starts");
+        let base_url = format!("http://{}", worker.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(worker.run_until(async {
             let _ = stopped.await;
         }));
         TestWorker {
+            base_url,
             stop: Some(stop),
             handle: Some(handle),
         }
@@ -542,4 +546,17 @@ pub async fn publish_event(channel: &lapin::Channel, event_type: &str, body: &[u
         .await
         .expect("publish");
     confirm.await.expect("confirm");
+}
+
+/// The value of one sample in a Prometheus text exposition (`name{labels}` exactly as written),
+/// or 0 when it is absent.
+pub fn metric_value(exposition: &str, sample: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }

@@ -40,6 +40,11 @@ impl Consumer {
             match self.consume(&slots, &mut running, &mut stop).await {
                 Ok(()) => break,
                 Err(error) => {
+                    self.executor
+                        .metrics
+                        .broker_reconnects
+                        .with_label_values(&["worker"])
+                        .inc();
                     tracing::warn!(%error, "lost the broker, reconnecting");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -144,6 +149,11 @@ impl Consumer {
                     return Ok(None);
                 }
                 delivery.ack(BasicAckOptions::default()).await?;
+                self.executor
+                    .metrics
+                    .dead_lettered
+                    .with_label_values(&[TASKS_QUEUE])
+                    .inc();
                 return Ok(None);
             }
         };

@@ -9,6 +9,7 @@ use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, FailOutcome, Fence};
 use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
 use common::domain::{FunctionDefinition, Runtime, TaskError, TaskErrorType};
+use common::metrics::Metrics;
 use serde_json::Value;
 
 use crate::runtime::RuntimePool;
@@ -84,6 +85,7 @@ pub struct Executor {
     pub logs: TaskLogs,
     pub runtimes: RuntimePool,
     pub running: Running,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Executor {
@@ -92,10 +94,22 @@ impl Executor {
         let attempt = claimed.attempt;
         let function_name = claimed.task.function_name.clone();
         self.running.add(&task_id, attempt);
+        let started = std::time::Instant::now();
+        let labels = [function_name.as_str()];
+        self.metrics.tasks_started.with_label_values(&labels).inc();
+        self.metrics.tasks_running.inc();
+        let lag = (chrono::Utc::now() - claimed.task.start_timestamp)
+            .num_microseconds()
+            .unwrap_or(0);
+        self.metrics
+            .queue_lag
+            .with_label_values(&labels)
+            .observe(lag.max(0) as f64 / 1e6);
         let outcome = self.invoke(&claimed).await;
         let stored = match outcome {
             Ok(result) => self.lifecycle.complete(&task_id, attempt, &result).await.map(|fresh| {
                 if fresh {
+                    self.finished(&function_name, "complete");
                     tracing::info!(task_id = %task_id, function = %function_name, "task complete");
                 } else {
                     tracing::warn!(task_id = %task_id, "attempt was superseded; result discarded");
@@ -108,7 +122,16 @@ impl Executor {
                 };
                 self.lifecycle.fail(&task_id, fence, &error).await.map(|outcome| match outcome {
                     FailOutcome::Stale => tracing::warn!(task_id = %task_id, "attempt was superseded; error discarded"),
-                    outcome => tracing::info!(task_id = %task_id, function = %function_name, error = %error.name, ?outcome, "task failed"),
+                    outcome => {
+                        if let FailOutcome::Retried(_) = outcome {
+                            self.finished(&function_name, "retried");
+                            self.metrics.retries.inc();
+                            self.metrics.tasks_created.with_label_values(&["retry"]).inc();
+                        } else {
+                            self.finished(&function_name, "failed");
+                        }
+                        tracing::info!(task_id = %task_id, function = %function_name, error = %error.name, ?outcome, "task failed")
+                    }
                 })
             }
         };
@@ -117,6 +140,11 @@ impl Executor {
             tracing::error!(task_id = %task_id, %error, "could not store the outcome of a task");
         }
         self.running.remove(&task_id, attempt);
+        self.metrics.tasks_running.dec();
+        self.metrics
+            .execution_duration
+            .with_label_values(&labels)
+            .observe(started.elapsed().as_secs_f64());
         if let Some(reply) = reply {
             // The caller reads the stored outcome itself.
             reply
@@ -127,6 +155,13 @@ impl Executor {
                 )
                 .await;
         }
+    }
+
+    fn finished(&self, function: &str, status: &str) {
+        self.metrics
+            .tasks_finished
+            .with_label_values(&[function, status])
+            .inc();
     }
 
     /// Runs an API-function call: the event comes with the message, the function's raw return

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
+use common::metrics::Metrics;
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -27,6 +28,7 @@ pub struct Worker {
     pool: Pool,
     config: WorkerConfig,
     runtimes: RuntimePool,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -39,10 +41,12 @@ impl Worker {
             config.worker.cache_dir.join("code"),
             Functions::new(pool.clone()),
         );
+        let metrics = Arc::new(Metrics::new());
         let runtimes = RuntimePool::new(
             &config.worker.cache_dir,
             code,
             config.worker.max_idle_processes,
+            metrics.clone(),
         )
         .with_context(|| {
             format!(
@@ -58,6 +62,7 @@ impl Worker {
             pool,
             config,
             runtimes,
+            metrics,
         })
     }
 
@@ -84,6 +89,7 @@ impl Worker {
             logs: TaskLogs::new(self.pool.clone()),
             runtimes: self.runtimes,
             running: running.clone(),
+            metrics: self.metrics.clone(),
         });
         let mut loops = JoinSet::new();
         loops.spawn(consumer::renew_leases(
@@ -116,7 +122,11 @@ impl Worker {
         let app = Router::new()
             .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/readyz", get(ready))
-            .with_state(self.pool);
+            .route("/metrics", get(metrics))
+            .with_state(Health {
+                pool: self.pool,
+                metrics: self.metrics,
+            });
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -131,7 +141,23 @@ impl Worker {
     }
 }
 
-async fn ready(State(pool): State<Pool>) -> (StatusCode, Json<Value>) {
+#[derive(Clone)]
+struct Health {
+    pool: Pool,
+    metrics: Arc<Metrics>,
+}
+
+async fn metrics(
+    State(health): State<Health>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    health.metrics.observe_pool(&health.pool);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        health.metrics.render(),
+    )
+}
+
+async fn ready(State(Health { pool, .. }): State<Health>) -> (StatusCode, Json<Value>) {
     let database = match pool.get().await {
         Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
         Err(_) => false,

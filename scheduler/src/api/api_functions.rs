@@ -68,6 +68,11 @@ pub async fn invoke(
             (error.into_response(), status, Some(recorded))
         }
     };
+    state
+        .metrics
+        .api_requests
+        .with_label_values(&[function_name.as_str(), &status.to_string()])
+        .inc();
     let record = ApiRequest {
         id,
         function_name,

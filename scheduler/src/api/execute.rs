@@ -66,6 +66,11 @@ pub async fn execute(
             source: TaskSource::Direct,
         })
         .await?;
+    state
+        .metrics
+        .tasks_created
+        .with_label_values(&["direct"])
+        .inc();
     let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
     if let Err(error) = state.requester.run(&task.id.to_string(), wait).await {
         // Never let an execution the caller was told failed run later.

@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 use common::db::{ApiRequests, Functions, Schedules, TaskLogs, Tasks, Triggers};
 
 use crate::requester::Requester;
+use common::metrics::Metrics;
 use error::ApiError;
 
 /// Largest request body in general.
@@ -45,11 +46,13 @@ pub struct AppState {
     pub triggers: Triggers,
     pub requester: Arc<Requester>,
     pub api_requests: ApiRequests,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    pub fn new(pool: Pool, requester: Arc<Requester>) -> Self {
+    pub fn new(pool: Pool, requester: Arc<Requester>, metrics: Arc<Metrics>) -> Self {
         AppState {
+            metrics,
             requester,
             functions: Functions::new(pool.clone()),
             tasks: Tasks::new(pool.clone()),
@@ -138,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/v1/health", get(health::alive))
         .route("/tasks/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(health::alive))
+        .route("/metrics", get(health::metrics))
         .route("/readyz", get(health::ready))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
 

@@ -82,6 +82,11 @@ pub async fn create(
             source: TaskSource::Api,
         })
         .await?;
+    state
+        .metrics
+        .tasks_created
+        .with_label_values(&["api"])
+        .inc();
     Ok(Json(task))
 }
 

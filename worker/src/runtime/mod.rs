@@ -8,7 +8,9 @@ pub mod process;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use common::metrics::Metrics;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -34,10 +36,16 @@ pub struct RuntimePool {
     bootstraps: Bootstraps,
     idle: Mutex<HashMap<ProcessKey, Vec<Idle>>>,
     max_idle: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl RuntimePool {
-    pub fn new(cache_dir: &Path, code: CodeCache, max_idle: usize) -> std::io::Result<Self> {
+    pub fn new(
+        cache_dir: &Path,
+        code: CodeCache,
+        max_idle: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let runtimes = cache_dir.join("runtimes");
         std::fs::create_dir_all(&runtimes)?;
         let bootstraps = Bootstraps {
@@ -51,6 +59,7 @@ impl RuntimePool {
             bootstraps,
             idle: Mutex::new(HashMap::new()),
             max_idle,
+            metrics,
         })
     }
 
@@ -68,6 +77,12 @@ impl RuntimePool {
             None => {
                 let spawned = match self.code.directory(code_sha256).await {
                     Ok(directory) => {
+                        let family = match spec.runtime {
+                            common::domain::Runtime::Python => "python",
+                            common::domain::Runtime::Node => "node",
+                            common::domain::Runtime::Provided => "provided",
+                        };
+                        self.metrics.cold_starts.with_label_values(&[family]).inc();
                         FunctionProcess::spawn(spec, &directory, &self.bootstraps).await
                     }
                     Err(error) => Err(error),
@@ -84,10 +99,15 @@ impl RuntimePool {
                 }
             }
         };
+        self.metrics.runtime_processes_busy.inc();
         let result = process.invoke(request_id, event, spec.time_limit).await;
+        self.metrics.runtime_processes_busy.dec();
         if result.reusable {
             self.put_back(key, process);
         }
+        self.metrics
+            .runtime_processes_warm
+            .set(self.idle_count() as i64);
         result
     }
 

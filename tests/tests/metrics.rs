@@ -1,0 +1,102 @@
+//! Both binaries serve Prometheus metrics that move as tasks are created, run and fail.
+
+use harness::{TestScheduler, metric_value};
+use serde_json::json;
+
+async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn counters_and_histograms_move_as_tasks_run() {
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(2).await;
+    app.create_function(
+        "ok",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    app.create_function(
+        "bad",
+        "testing/raise-error",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+
+    let before = scrape(&app.http, &app.base_url).await;
+    assert_eq!(
+        metric_value(&before, "tasks_created_total{source=\"api\"}"),
+        0.0
+    );
+    let mut ids = Vec::new();
+    for function in ["ok", "ok", "ok", "bad"] {
+        let (_, task) = app
+            .post("/tasks/v1", &json!({"functionName": function}))
+            .await;
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.wait_until_finished(id).await;
+    }
+
+    let scheduler = scrape(&app.http, &app.base_url).await;
+    assert_eq!(
+        metric_value(&scheduler, "tasks_created_total{source=\"api\"}"),
+        4.0,
+        "{scheduler}"
+    );
+    assert!(
+        metric_value(&scheduler, "tasks_dispatched_total") >= 4.0,
+        "{scheduler}"
+    );
+    assert!(scheduler.contains("tasks_work_in_system"), "{scheduler}");
+    assert!(
+        scheduler.contains("tasks_db_pool_connections{state=\"max\"}"),
+        "{scheduler}"
+    );
+
+    let worker_metrics = scrape(&app.http, &worker.base_url).await;
+    let value = |sample: &str| metric_value(&worker_metrics, sample);
+    assert_eq!(
+        value("tasks_started_total{function=\"ok\"}"),
+        3.0,
+        "{worker_metrics}"
+    );
+    assert_eq!(
+        value("tasks_finished_total{function=\"ok\",status=\"complete\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("tasks_finished_total{function=\"bad\",status=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(value("tasks_queue_lag_seconds_count{function=\"ok\"}"), 3.0);
+    assert_eq!(
+        value("tasks_execution_duration_seconds_count{function=\"bad\"}"),
+        1.0
+    );
+    // At least one process per function; concurrent tasks of one function may start another.
+    let cold = value("tasks_runtime_cold_starts_total{runtime=\"python\"}");
+    assert!((2.0..=4.0).contains(&cold), "{worker_metrics}");
+    assert_eq!(
+        value("tasks_runtime_processes_warm"),
+        cold,
+        "every process stayed warm"
+    );
+    assert_eq!(value("tasks_running"), 0.0);
+    worker.stop().await;
+    app.stop().await;
+}
