@@ -560,3 +560,39 @@ pub fn metric_value(exposition: &str, sample: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Starts the real `worker` binary as a child process on this scheduler's database and vhost,
+/// with a clean environment plus `settings` (`TASKS__…` variables).
+pub fn spawn_worker_binary(
+    scheduler: &TestScheduler,
+    settings: &[(&str, &str)],
+) -> tokio::process::Child {
+    let cache = std::env::temp_dir().join(format!(
+        "worker-binary-{}",
+        common::id::ObjectId::generate()
+    ));
+    let mut command = tokio::process::Command::new(binary("worker"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TASKS__DATABASE__URL", &scheduler.database.url)
+        .env("TASKS__AMQP__URL", &scheduler.vhost.url)
+        .env("TASKS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("TASKS__WORKER__CACHE_DIR", &cache)
+        .env("TASKS__LOG__LEVEL", "warn")
+        .kill_on_drop(true);
+    for (key, value) in settings {
+        command.env(key, value);
+    }
+    command.spawn().expect("the worker binary starts")
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child is running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {pid}");
+}

@@ -70,20 +70,13 @@ async fn a_function_sees_only_its_own_variables_and_the_lambda_ones() {
 #[tokio::test]
 async fn a_task_whose_worker_is_killed_is_failed_as_a_zombie() {
     let app = TestScheduler::start().await;
-    let cache =
-        std::env::temp_dir().join(format!("zombie-test-{}", common::id::ObjectId::generate()));
-    let mut worker = tokio::process::Command::new(harness::binary("worker"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TASKS__DATABASE__URL", &app.database.url)
-        .env("TASKS__AMQP__URL", &app.vhost.url)
-        .env("TASKS__METRICS__LISTEN", "127.0.0.1:0")
-        .env("TASKS__WORKER__CONCURRENCY", "1")
-        .env("TASKS__WORKER__LEASE_MS", "1500")
-        .env("TASKS__WORKER__CACHE_DIR", &cache)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker binary starts");
+    let mut worker = harness::spawn_worker_binary(
+        &app,
+        &[
+            ("TASKS__WORKER__CONCURRENCY", "1"),
+            ("TASKS__WORKER__LEASE_MS", "1500"),
+        ],
+    );
     app.create_function(
         "sleepy",
         "testing/sleep",
@@ -112,6 +105,5 @@ async fn a_task_whose_worker_is_killed_is_failed_as_a_zombie() {
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(task["error"]["type"], "invocation");
     assert_eq!(task["error"]["name"], "zombieTaskCleaned");
-    let _ = std::fs::remove_dir_all(&cache);
     app.stop().await;
 }

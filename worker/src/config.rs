@@ -46,6 +46,8 @@ pub struct ExecutionConfig {
     pub max_idle_processes: usize,
     /// A warm process unused for this long is stopped.
     pub idle_process_ms: u64,
+    /// On SIGTERM, how long running tasks may take to finish before they are handed back.
+    pub drain_grace_ms: u64,
 }
 
 impl Default for ExecutionConfig {
@@ -56,6 +58,7 @@ impl Default for ExecutionConfig {
             cache_dir: std::env::temp_dir().join("task-service-worker"),
             max_idle_processes: 32,
             idle_process_ms: 300_000,
+            drain_grace_ms: 25_000,
         }
     }
 }

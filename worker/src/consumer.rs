@@ -25,6 +25,8 @@ pub struct Consumer {
     pub amqp_url: String,
     pub concurrency: usize,
     pub lease: Duration,
+    /// How long running tasks may take to finish once the worker is told to stop.
+    pub drain_grace: Duration,
     pub lifecycle: Lifecycle,
     pub executor: Arc<Executor>,
 }
@@ -54,7 +56,35 @@ impl Consumer {
                 }
             }
         }
+        self.drain(running).await;
+    }
+
+    /// Lets running tasks finish within the grace period, then stops the rest and hands their
+    /// tasks back (`new`, attempt fenced) so another worker runs them instead of the sweeper
+    /// failing them as zombies.
+    async fn drain(&self, mut running: JoinSet<()>) {
+        let finished = tokio::time::timeout(self.drain_grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_ok() {
+            return;
+        }
+        let unfinished = self.executor.running.snapshot();
+        // Dropping the executions kills their function processes.
+        running.abort_all();
         while running.join_next().await.is_some() {}
+        for (task_id, attempt) in unfinished {
+            match self.lifecycle.hand_back(&task_id, attempt).await {
+                Ok(true) => {
+                    tracing::info!(task_id = %task_id, attempt, "handed a task back for another worker")
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(task_id = %task_id, %error, "could not hand a task back; the sweeper will settle it")
+                }
+            }
+        }
     }
 
     async fn consume(

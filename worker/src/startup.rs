@@ -78,6 +78,8 @@ impl Worker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        // Lease renewal outlives consuming: running tasks keep their leases while draining.
+        let (stop_loops, loops_stopped) = watch::channel(false);
         let lifecycle = Lifecycle::new(self.pool.clone());
         let running = Running::default();
         let lease = self.config.worker.lease();
@@ -96,10 +98,10 @@ impl Worker {
             lifecycle.clone(),
             running,
             lease,
-            stopped.clone(),
+            loops_stopped.clone(),
         ));
         let reaper = executor.clone();
-        let mut reaper_stop = stopped.clone();
+        let mut reaper_stop = loops_stopped.clone();
         loops.spawn(async move {
             loop {
                 tokio::select! {
@@ -113,6 +115,7 @@ impl Worker {
                 amqp_url: self.config.amqp.url.clone(),
                 concurrency: self.config.worker.concurrency,
                 lease,
+                drain_grace: std::time::Duration::from_millis(self.config.worker.drain_grace_ms),
                 lifecycle,
                 executor,
             }
@@ -135,6 +138,7 @@ impl Worker {
             .await
             .context("serving health endpoints");
         let _ = consuming.await;
+        let _ = stop_loops.send(true);
         loops.abort_all();
         while loops.join_next().await.is_some() {}
         served

@@ -226,6 +226,23 @@ impl Lifecycle {
         Ok(outcome)
     }
 
+    /// `inProgress → new` for an attempt this worker gives up on (a drain that ran out of
+    /// time): the task runs again elsewhere, and the attempt number it keeps fences any late
+    /// write of the abandoned attempt. Returns whether the task was handed back.
+    pub async fn hand_back(&self, task_id: &str, attempt: i32) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let now = crate::time::now();
+        Ok(client
+            .execute(
+                "UPDATE tasks SET status = 'new', lease_expires_at = NULL, dispatched_at = NULL, \
+                   claimed_at = NULL, status_changed_timestamp = $3, update_timestamp = $3 \
+                 WHERE id = $1 AND attempt = $2 AND status = 'inProgress'",
+                &[&task_id, &attempt, &now],
+            )
+            .await?
+            == 1)
+    }
+
     /// Running attempts whose lease has expired: their worker is gone.
     pub async fn expired_leases(&self, limit: i64) -> Result<Vec<(String, i32)>, StoreError> {
         let client = self.pool.get().await?;
