@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, FailOutcome, Fence};
 use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
-use common::domain::{FunctionDefinition, Runtime, TaskError, TaskErrorType};
+use common::domain::{FunctionDefinition, Runtime, TaskError};
 use common::metrics::Metrics;
 use serde_json::Value;
 
@@ -189,7 +189,7 @@ impl Executor {
         let spec = spec_of(&function)?;
         let event = serde_json::to_vec(&invocation.event)
             .map(Bytes::from)
-            .map_err(|e| invocation_error("Runtime.InvalidEvent", e.to_string()))?;
+            .map_err(|e| TaskError::invocation("Runtime.InvalidEvent", e.to_string()))?;
         let result = self
             .runtimes
             .invoke(
@@ -208,7 +208,7 @@ impl Executor {
         }
         let body = result.outcome?;
         serde_json::from_slice(&body).map_err(|e| {
-            runtime_error(
+            TaskError::runtime(
                 "Runtime.InvalidResponse",
                 format!("The function's result is not valid JSON: {e}"),
             )
@@ -220,13 +220,13 @@ impl Executor {
             .get(name)
             .await
             .map_err(|e| {
-                invocation_error(
+                TaskError::invocation(
                     "Runtime.Unavailable",
                     format!("could not load the function: {e}"),
                 )
             })?
             .ok_or_else(|| {
-                invocation_error(
+                TaskError::invocation(
                     "FunctionNotFound",
                     format!("The function `{name}` does not exist"),
                 )
@@ -240,13 +240,13 @@ impl Executor {
             .get(&task.function_name)
             .await
             .map_err(|e| {
-                invocation_error(
+                TaskError::invocation(
                     "Runtime.Unavailable",
                     format!("could not load the function: {e}"),
                 )
             })?
             .ok_or_else(|| {
-                invocation_error(
+                TaskError::invocation(
                     "FunctionNotFound",
                     format!("The function `{}` does not exist", task.function_name),
                 )
@@ -254,7 +254,7 @@ impl Executor {
         let spec = spec_of(&function)?;
         let event = serde_json::to_vec(task)
             .map(Bytes::from)
-            .map_err(|e| invocation_error("Runtime.InvalidEvent", e.to_string()))?;
+            .map_err(|e| TaskError::invocation("Runtime.InvalidEvent", e.to_string()))?;
         let request_id = format!("{}-{}", task.id, claimed.attempt);
         let result = self
             .runtimes
@@ -265,7 +265,7 @@ impl Executor {
         }
         let body = result.outcome?;
         if body.len() > MAX_RESULT_BYTES {
-            return Err(runtime_error(
+            return Err(TaskError::runtime(
                 "ResultTooLarge",
                 format!(
                     "The function returned {} bytes; a task result may have at most {MAX_RESULT_BYTES}",
@@ -274,7 +274,7 @@ impl Executor {
             ));
         }
         serde_json::from_slice(&body).map_err(|e| {
-            runtime_error(
+            TaskError::runtime(
                 "Runtime.InvalidResponse",
                 format!("The function's result is not valid JSON: {e}"),
             )
@@ -284,7 +284,7 @@ impl Executor {
 
 fn spec_of(function: &FunctionDefinition) -> Result<FunctionSpec, TaskError> {
     let runtime = Runtime::from_identifier(&function.runtime).ok_or_else(|| {
-        invocation_error(
+        TaskError::invocation(
             "Runtime.Unsupported",
             format!("runtime `{}` is not supported", function.runtime),
         )
@@ -303,20 +303,4 @@ fn spec_of(function: &FunctionDefinition) -> Result<FunctionSpec, TaskError> {
             .map(|(name, variable)| (name.clone(), variable.value.clone()))
             .collect::<BTreeMap<_, _>>(),
     })
-}
-
-fn invocation_error(name: &str, message: String) -> TaskError {
-    TaskError {
-        kind: TaskErrorType::Invocation,
-        name: name.to_owned(),
-        message,
-    }
-}
-
-fn runtime_error(name: &str, message: String) -> TaskError {
-    TaskError {
-        kind: TaskErrorType::Runtime,
-        name: name.to_owned(),
-        message,
-    }
 }

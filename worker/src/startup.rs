@@ -162,10 +162,7 @@ async fn metrics(
 }
 
 async fn ready(State(Health { pool, .. }): State<Health>) -> (StatusCode, Json<Value>) {
-    let database = match pool.get().await {
-        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-        Err(_) => false,
-    };
+    let database = common::db::is_reachable(&pool).await;
     let status = if database {
         StatusCode::OK
     } else {

@@ -5,11 +5,11 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
+use super::log_lines::LogTable;
 use super::task_logs::LogLine;
 use crate::rql::{Field, FieldKind, Schema};
 
@@ -156,20 +156,10 @@ impl ApiRequests {
         api_request_id: &str,
         lines: &[LogLine],
     ) -> Result<(), StoreError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
         let client = self.pool.get().await?;
-        let timestamps: Vec<DateTime<Utc>> = lines.iter().map(|l| l.timestamp).collect();
-        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
-        client
-            .execute(
-                "INSERT INTO api_request_logs (api_request_id, timestamp, message) \
-                 SELECT $1, t, m FROM UNNEST($2::timestamptz[], $3::text[]) AS l(t, m)",
-                &[&api_request_id, &timestamps, &messages],
-            )
-            .await?;
-        Ok(())
+        API_REQUEST_LOGS
+            .append(&client, api_request_id, lines)
+            .await
     }
 
     pub async fn logs(
@@ -178,25 +168,16 @@ impl ApiRequests {
         request: &ListRequest,
     ) -> Result<Page<LogLine>, StoreError> {
         let client = self.pool.get().await?;
-        let id = api_request_id.to_owned();
-        let scope: &[&(dyn ToSql + Sync)] = &[&id];
-        fetch_page(
-            &client,
-            "api_request_logs",
-            "message, timestamp",
-            Some((|first| format!("api_request_id = ${first}"), scope)),
-            "timestamp ASC, id ASC",
-            request,
-            |row| {
-                Ok(LogLine {
-                    message: row.try_get(0)?,
-                    timestamp: row.try_get(1)?,
-                })
-            },
-        )
-        .await
+        API_REQUEST_LOGS
+            .page(&client, api_request_id, request)
+            .await
     }
 }
+
+const API_REQUEST_LOGS: LogTable = LogTable {
+    table: "api_request_logs",
+    owner: "api_request_id",
+};
 
 fn api_request_from_row(row: &Row) -> Result<ApiRequest, StoreError> {
     Ok(ApiRequest {

@@ -26,7 +26,10 @@ pub struct Page<T> {
 
 /// A repository-owned condition: given the number of its first placeholder it writes its SQL,
 /// and these are its parameters.
-pub(crate) type Scope<'a> = (fn(usize) -> String, &'a [&'a (dyn ToSql + Sync)]);
+pub(crate) type Scope<'a> = (
+    &'a (dyn Fn(usize) -> String + Sync),
+    &'a [&'a (dyn ToSql + Sync)],
+);
 
 /// Runs the page query (and the count when asked) against `table`.
 ///

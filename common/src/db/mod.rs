@@ -5,6 +5,7 @@ pub mod dispatch;
 pub mod functions;
 pub mod lifecycle;
 pub mod list;
+mod log_lines;
 pub mod outbox;
 pub mod schedules;
 pub mod task_logs;
@@ -62,6 +63,14 @@ impl StoreError {
             StoreError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
             _ => None,
         }
+    }
+}
+
+/// Whether the database answers a query now (for readiness).
+pub async fn is_reachable(pool: &Pool) -> bool {
+    match pool.get().await {
+        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
     }
 }
 

@@ -3,11 +3,11 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
-use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
 
 use super::StoreError;
-use super::list::{ListRequest, Page, fetch_page};
+use super::list::{ListRequest, Page};
+use super::log_lines::LogTable;
 use crate::id::ObjectId;
 use crate::rql::{Field, FieldKind, Schema};
 
@@ -27,6 +27,11 @@ pub struct LogLine {
     pub timestamp: DateTime<Utc>,
 }
 
+const TASK_LOGS: LogTable = LogTable {
+    table: "task_logs",
+    owner: "task_id",
+};
+
 #[derive(Clone)]
 pub struct TaskLogs {
     pool: Pool,
@@ -39,22 +44,8 @@ impl TaskLogs {
 
     /// Appends lines to a task's log in one statement.
     pub async fn append(&self, task_id: &ObjectId, lines: &[LogLine]) -> Result<(), StoreError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO task_logs (task_id, timestamp, message) \
-                 SELECT $1, t, m FROM UNNEST($2::timestamptz[], $3::text[]) AS l(t, m)",
-            )
-            .await?;
-        let timestamps: Vec<DateTime<Utc>> = lines.iter().map(|l| l.timestamp).collect();
-        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
-        client
-            .execute(&statement, &[&task_id.to_string(), &timestamps, &messages])
-            .await?;
-        Ok(())
+        TASK_LOGS.append(&client, &task_id.to_string(), lines).await
     }
 
     pub async fn list(
@@ -63,23 +54,7 @@ impl TaskLogs {
         request: &ListRequest,
     ) -> Result<Page<LogLine>, StoreError> {
         let client = self.pool.get().await?;
-        let task_id = task_id.to_string();
-        let scope: &[&(dyn ToSql + Sync)] = &[&task_id];
-        fetch_page(
-            &client,
-            "task_logs",
-            "message, timestamp",
-            Some((|first| format!("task_id = ${first}"), scope)),
-            "timestamp ASC, id ASC",
-            request,
-            |row| {
-                Ok(LogLine {
-                    message: row.try_get(0)?,
-                    timestamp: row.try_get(1)?,
-                })
-            },
-        )
-        .await
+        TASK_LOGS.page(&client, &task_id.to_string(), request).await
     }
 
     /// Whether the task has any log line at all.

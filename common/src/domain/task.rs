@@ -105,6 +105,26 @@ pub struct TaskError {
     pub message: String,
 }
 
+impl TaskError {
+    /// The function could not be started.
+    pub fn invocation(name: &str, message: impl Into<String>) -> TaskError {
+        TaskError {
+            kind: TaskErrorType::Invocation,
+            name: name.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The function ran and failed.
+    pub fn runtime(name: &str, message: impl Into<String>) -> TaskError {
+        TaskError {
+            kind: TaskErrorType::Runtime,
+            name: name.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A task as stored and as returned by the API.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

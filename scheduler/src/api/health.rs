@@ -25,10 +25,7 @@ pub async fn alive() -> Json<Value> {
 
 /// Postgres answers (the schema was migrated before the server started listening).
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = match state.pool.get().await {
-        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-        Err(_) => false,
-    };
+    let database = common::db::is_reachable(&state.pool).await;
     let status = if database {
         StatusCode::OK
     } else {

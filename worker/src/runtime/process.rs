@@ -60,7 +60,7 @@ impl FunctionProcess {
         bootstraps: &Bootstraps,
     ) -> Result<FunctionProcess, TaskError> {
         let api = RuntimeApi::start(&spec.name).await.map_err(|e| {
-            invocation_error(
+            TaskError::invocation(
                 "Runtime.StartFailed",
                 format!("could not start the runtime API: {e}"),
             )
@@ -83,9 +83,9 @@ impl FunctionProcess {
             Runtime::Provided => {
                 let bootstrap = code_dir.join("bootstrap");
                 if !bootstrap.is_file() {
-                    return Err(invocation_error(
+                    return Err(TaskError::invocation(
                         "Runtime.InvalidEntrypoint",
-                        "the code archive of a `provided` function must contain an executable `bootstrap`".into(),
+                        "the code archive of a `provided` function must contain an executable `bootstrap`",
                     ));
                 }
                 tokio::process::Command::new(bootstrap)
@@ -143,7 +143,7 @@ impl FunctionProcess {
             });
         }
         let mut child = command.spawn().map_err(|e| {
-            invocation_error(
+            TaskError::invocation(
                 "Runtime.InvalidEntrypoint",
                 format!(
                     "could not start the `{}` runtime: {e}",
@@ -200,7 +200,7 @@ impl FunctionProcess {
             picked_up: picked_up.clone(),
         };
         if self.api.invocations.send(invocation).await.is_err() {
-            let error = invocation_error("Runtime.ExitError", "the runtime API closed".into());
+            let error = TaskError::invocation("Runtime.ExitError", "the runtime API closed");
             return self.finish(Err(error)).await;
         }
         let mut exited = self.exited.clone();
@@ -208,7 +208,7 @@ impl FunctionProcess {
             answer = answer => match answer {
                 Ok(Reply::Response(body)) => Ok(body),
                 Ok(Reply::Error { error_type, message }) => Err(self.classify_handler_error(error_type, message)),
-                Err(_) => Err(runtime_error("Runtime.ExitError", "the invocation was dropped".into())),
+                Err(_) => Err(TaskError::runtime("Runtime.ExitError", "the invocation was dropped")),
             },
             init = &mut self.api.init_error => {
                 let error = init.map(|e| TaskError {
@@ -216,13 +216,13 @@ impl FunctionProcess {
                     name: e.error_type,
                     message: e.message,
                 });
-                Err(error.unwrap_or_else(|_| runtime_error("Runtime.ExitError", "the function process stopped".into())))
+                Err(error.unwrap_or_else(|_| TaskError::runtime("Runtime.ExitError", "the function process stopped")))
             },
             status = exited.wait_for(Option::is_some) => {
                 let status = status.ok().and_then(|s| s.clone()).unwrap_or_default();
                 Err(self.classify_exit(&status, picked_up.load(Ordering::Acquire)))
             },
-            _ = tokio::time::sleep(time_limit) => Err(runtime_error(
+            _ = tokio::time::sleep(time_limit) => Err(TaskError::runtime(
                 "TimeLimitExceeded",
                 format!("The function did not finish within its time limit of {} s and was stopped", time_limit.as_secs()),
             )),
@@ -288,14 +288,14 @@ impl FunctionProcess {
         }
         let message = format!("The function process exited unexpectedly: {status}");
         if picked_up {
-            runtime_error("Runtime.ExitError", message)
+            TaskError::runtime("Runtime.ExitError", message)
         } else {
-            invocation_error("Runtime.ExitError", message)
+            TaskError::invocation("Runtime.ExitError", message)
         }
     }
 
     fn memory_exceeded(&self, detail: &str) -> TaskError {
-        runtime_error(
+        TaskError::runtime(
             "MemoryLimitExceeded",
             format!(
                 "The function exceeded its memory limit of {} MB ({})",
@@ -319,22 +319,6 @@ impl FunctionProcess {
 impl Drop for FunctionProcess {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-fn invocation_error(name: &str, message: String) -> TaskError {
-    TaskError {
-        kind: TaskErrorType::Invocation,
-        name: name.to_owned(),
-        message,
-    }
-}
-
-fn runtime_error(name: &str, message: String) -> TaskError {
-    TaskError {
-        kind: TaskErrorType::Runtime,
-        name: name.to_owned(),
-        message,
     }
 }
 
