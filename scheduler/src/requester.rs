@@ -86,6 +86,11 @@ impl Requester {
         Ok(channel)
     }
 
+    /// Whether the broker can be reached now (for readiness).
+    pub async fn is_connected(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+
     /// Sends the task to a worker and waits until its outcome is stored.
     pub async fn run(&self, task_id: &str, timeout: Duration) -> Result<Vec<u8>, RequestError> {
         let message = WorkMessage::Task(TaskMessage {

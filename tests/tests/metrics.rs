@@ -68,6 +68,17 @@ async fn counters_and_histograms_move_as_tasks_run() {
         "{scheduler}"
     );
 
+    let ready = app
+        .http
+        .get(format!("{}/readyz", worker.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap(),
+        json!({"database": true, "broker": true})
+    );
     let worker_metrics = scrape(&app.http, &worker.base_url).await;
     let value = |sample: &str| metric_value(&worker_metrics, sample);
     assert_eq!(

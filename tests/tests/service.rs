@@ -61,7 +61,10 @@ async fn routes_answer_with_and_without_trailing_slash() {
     let (status, _) = app.get("/tasks/v1/health").await;
     assert_eq!(status, 200);
     let (status, body) = app.get("/readyz").await;
-    assert_eq!((status, body), (200, json!({"database": true})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"database": true, "broker": true}))
+    );
     app.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! a message nobody can understand is dead-lettered with the reason.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::amqp::{
@@ -29,6 +30,8 @@ pub struct Consumer {
     pub drain_grace: Duration,
     pub lifecycle: Lifecycle,
     pub executor: Arc<Executor>,
+    /// True while consuming from the broker (for readiness).
+    pub connected: Arc<AtomicBool>,
 }
 
 impl Consumer {
@@ -42,6 +45,7 @@ impl Consumer {
             match self.consume(&slots, &mut running, &mut stop).await {
                 Ok(()) => break,
                 Err(error) => {
+                    self.connected.store(false, Ordering::Relaxed);
                     self.executor
                         .metrics
                         .broker_reconnects
@@ -114,6 +118,7 @@ impl Consumer {
             )
             .await?;
         tracing::info!("consuming tasks");
+        self.connected.store(true, Ordering::Relaxed);
         loop {
             // Take a message only when a slot is free, so prefetched messages wait in the
             // broker's accounting instead of piling up here.

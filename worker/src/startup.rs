@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use axum::extract::State;
@@ -110,7 +111,8 @@ impl Worker {
                 }
             }
         });
-        let consuming = tokio::spawn(
+        let consuming = Arc::new(AtomicBool::new(false));
+        let consumer = tokio::spawn(
             Consumer {
                 amqp_url: self.config.amqp.url.clone(),
                 concurrency: self.config.worker.concurrency,
@@ -118,6 +120,7 @@ impl Worker {
                 drain_grace: std::time::Duration::from_millis(self.config.worker.drain_grace_ms),
                 lifecycle,
                 executor,
+                connected: consuming.clone(),
             }
             .run(stopped.clone()),
         );
@@ -129,6 +132,7 @@ impl Worker {
             .with_state(Health {
                 pool: self.pool,
                 metrics: self.metrics,
+                consuming,
             });
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
@@ -137,7 +141,7 @@ impl Worker {
             })
             .await
             .context("serving health endpoints");
-        let _ = consuming.await;
+        let _ = consumer.await;
         let _ = stop_loops.send(true);
         loops.abort_all();
         while loops.join_next().await.is_some() {}
@@ -149,6 +153,7 @@ impl Worker {
 struct Health {
     pool: Pool,
     metrics: Arc<Metrics>,
+    consuming: Arc<AtomicBool>,
 }
 
 async fn metrics(
@@ -161,14 +166,19 @@ async fn metrics(
     )
 }
 
-async fn ready(State(Health { pool, .. }): State<Health>) -> (StatusCode, Json<Value>) {
-    let database = common::db::is_reachable(&pool).await;
-    let status = if database {
+/// Postgres answers and the worker is consuming from RabbitMQ.
+async fn ready(State(health): State<Health>) -> (StatusCode, Json<Value>) {
+    let database = common::db::is_reachable(&health.pool).await;
+    let broker = health.consuming.load(Ordering::Relaxed);
+    let status = if database && broker {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"database": database})))
+    (
+        status,
+        Json(json!({"database": database, "broker": broker})),
+    )
 }
 
 pub async fn run(

@@ -23,13 +23,18 @@ pub async fn alive() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Postgres answers (the schema was migrated before the server started listening).
+/// Postgres and RabbitMQ answer (the schema was migrated before the server started
+/// listening).
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = common::db::is_reachable(&state.pool).await;
-    let status = if database {
+    let broker = state.requester.is_connected().await;
+    let status = if database && broker {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"database": database})))
+    (
+        status,
+        Json(json!({"database": database, "broker": broker})),
+    )
 }
