@@ -48,6 +48,26 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Terminates every other connection to this database, as a Postgres restart would.
+    pub async fn terminate_connections(&self) -> u64 {
+        let admin = format!("{}/postgres", postgres_server_url());
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the postgres database");
+        tokio::spawn(connection);
+        client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.name],
+            )
+            .await
+            .expect("terminate backends")
+            .len() as u64
+    }
+}
+
 impl Default for TestDatabase {
     fn default() -> Self {
         Self::new()
@@ -111,6 +131,20 @@ impl TestVhost {
         // The connection closes when the last handle drops; keep it alive with the channel.
         std::mem::forget(connection);
         channel
+    }
+}
+
+impl TestVhost {
+    /// Closes every client connection to this vhost, as a broker restart would.
+    pub fn close_all_connections(&self) {
+        rabbitmqctl(&[
+            "close_all_connections",
+            "--vhost",
+            &self.name,
+            "--limit",
+            "1000",
+            "test: connections closed",
+        ]);
     }
 }
 
