@@ -117,12 +117,15 @@ impl Metrics {
                 "Claim to stored outcome",
             ),
             tasks_running: gauge("tasks_running", "Attempts running in this worker"),
-            tasks_in_progress: gauge("tasks_in_progress", "Tasks in progress, cluster-wide"),
-            tasks_due: gauge(
+            tasks_in_progress: unregistered_gauge(
+                "tasks_in_progress",
+                "Tasks in progress, cluster-wide",
+            ),
+            tasks_due: unregistered_gauge(
                 "tasks_due_not_started",
                 "Due tasks not started yet, cluster-wide",
             ),
-            work_in_system: gauge(
+            work_in_system: unregistered_gauge(
                 "tasks_work_in_system",
                 "Due plus in-progress tasks, cluster-wide; scale workers on it",
             ),
@@ -169,6 +172,19 @@ impl Metrics {
         }
     }
 
+    /// Also exposes the cluster-wide gauges; only the scheduler, which computes them, does, so
+    /// that a sum or max across processes is not skewed by zeros.
+    pub fn with_cluster_gauges(self) -> Self {
+        for gauge in [
+            &self.tasks_in_progress,
+            &self.tasks_due,
+            &self.work_in_system,
+        ] {
+            let _ = self.registry.register(Box::new(gauge.clone()));
+        }
+        self
+    }
+
     /// Refreshes the pool gauges from the pool's own counters.
     pub fn observe_pool(&self, pool: &deadpool_postgres::Pool) {
         let status = pool.status();
@@ -194,6 +210,10 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn unregistered_gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).unwrap_or_else(|e| unreachable_metric(name, e))
 }
 
 /// Metric definitions are constants: an invalid one is a programming error caught by the

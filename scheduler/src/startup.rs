@@ -49,7 +49,7 @@ impl Application {
             state: AppState::new(
                 pool.clone(),
                 Arc::new(Requester::new(config.amqp.url.clone())),
-                Arc::new(Metrics::new()),
+                Arc::new(Metrics::new().with_cluster_gauges()),
             ),
             config,
             pool,
