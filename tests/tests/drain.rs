@@ -35,7 +35,7 @@ async fn start_sleep_task(app: &TestScheduler, seconds: f64) -> String {
 async fn sigterm_lets_the_running_task_finish_then_exits_0() {
     let app = TestScheduler::start().await;
     let mut worker = spawn_worker_binary(&app, &[("TASKS__WORKER__CONCURRENCY", "1")]);
-    let id = start_sleep_task(&app, 3.0).await;
+    let id = start_sleep_task(&app, 5.0).await;
     terminate(&worker);
     let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
         .await
@@ -57,7 +57,7 @@ async fn a_task_longer_than_the_grace_period_is_handed_back_and_run_elsewhere() 
             ("TASKS__WORKER__DRAIN_GRACE_MS", "500"),
         ],
     );
-    let id = start_sleep_task(&app, 4.0).await;
+    let id = start_sleep_task(&app, 5.0).await;
     terminate(&draining);
     let status = tokio::time::timeout(Duration::from_secs(30), draining.wait())
         .await
