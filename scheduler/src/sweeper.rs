@@ -28,7 +28,7 @@ pub async fn run(
     loop {
         match lifecycle.expired_leases(100).await {
             Ok(zombies) => {
-                for (task_id, attempt) in zombies {
+                for (task_id, attempt, function) in zombies {
                     let fence = Fence {
                         attempt,
                         lease_expired: true,
@@ -41,10 +41,10 @@ pub async fn run(
                                 metrics.retries.inc();
                                 metrics.tasks_created.with_label_values(&["retry"]).inc();
                             }
-                            tracing::warn!(task_id = %task_id, attempt, ?outcome, "cleaned a zombie task")
+                            tracing::warn!(task_id = %task_id, function = %function, attempt, ?outcome, "cleaned a zombie task")
                         }
                         Err(e) => {
-                            tracing::warn!(task_id = %task_id, error = %e, "could not clean a zombie task")
+                            tracing::warn!(task_id = %task_id, function = %function, error = %e, "could not clean a zombie task")
                         }
                     }
                 }

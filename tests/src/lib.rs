@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub mod private;
+
 use base64::Engine;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -19,15 +21,22 @@ pub fn postgres_server_url() -> String {
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
+    server: String,
 }
 
 impl TestDatabase {
     /// Names a fresh database; the scheduler creates it on start, as it would in production.
     pub fn new() -> TestDatabase {
+        Self::on(&postgres_server_url())
+    }
+
+    /// A fresh database on another server (`postgres://user@host:port`).
+    pub fn on(server: &str) -> TestDatabase {
         let name = format!("tasks_test_{}", common::id::ObjectId::generate());
         TestDatabase {
-            url: format!("{}/{name}", postgres_server_url()),
+            url: format!("{server}/{name}"),
             name,
+            server: server.to_owned(),
         }
     }
 
@@ -51,7 +60,7 @@ impl TestDatabase {
 impl TestDatabase {
     /// Terminates every other connection to this database, as a Postgres restart would.
     pub async fn terminate_connections(&self) -> u64 {
-        let admin = format!("{}/postgres", postgres_server_url());
+        let admin = format!("{}/postgres", self.server);
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
             .expect("connect to the postgres database");
@@ -77,6 +86,7 @@ impl Default for TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let server = self.server.clone();
         // Drop runs inside the test's runtime, which cannot block on async work: use a thread
         // with a runtime of its own.
         let dropped = std::thread::spawn(move || {
@@ -85,7 +95,7 @@ impl Drop for TestDatabase {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let url = format!("{}/postgres", postgres_server_url());
+                let url = format!("{server}/postgres");
                 if let Ok((client, connection)) =
                     tokio_postgres::connect(&url, tokio_postgres::NoTls).await
                 {
@@ -189,7 +199,14 @@ impl TestScheduler {
     pub async fn start_with(
         adjust: impl FnOnce(&mut scheduler::config::SchedulerConfig),
     ) -> TestScheduler {
-        let database = TestDatabase::new();
+        Self::start_on(TestDatabase::new(), adjust).await
+    }
+
+    /// Starts a scheduler on the given database, after `adjust` changed its configuration.
+    pub async fn start_on(
+        database: TestDatabase,
+        adjust: impl FnOnce(&mut scheduler::config::SchedulerConfig),
+    ) -> TestScheduler {
         let vhost = TestVhost::new();
         let mut config = Self::config(&database, &vhost);
         adjust(&mut config);

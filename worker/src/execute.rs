@@ -11,6 +11,7 @@ use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
 use common::domain::{FunctionDefinition, Runtime, TaskError};
 use common::metrics::Metrics;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::runtime::RuntimePool;
 use crate::runtime::process::FunctionSpec;
@@ -89,7 +90,18 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// Runs a claimed task; every log line it produces carries the task id and function.
     pub async fn run(&self, claimed: Claimed, reply: Option<ReplyTo>) {
+        let span = tracing::info_span!(
+            "task",
+            task_id = %claimed.task.id,
+            function = %claimed.task.function_name,
+            attempt = claimed.attempt
+        );
+        self.run_claimed(claimed, reply).instrument(span).await
+    }
+
+    async fn run_claimed(&self, claimed: Claimed, reply: Option<ReplyTo>) {
         let task_id = claimed.task.id.to_string();
         let attempt = claimed.attempt;
         let function_name = claimed.task.function_name.clone();

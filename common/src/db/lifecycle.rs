@@ -243,18 +243,22 @@ impl Lifecycle {
             == 1)
     }
 
-    /// Running attempts whose lease has expired: their worker is gone.
-    pub async fn expired_leases(&self, limit: i64) -> Result<Vec<(String, i32)>, StoreError> {
+    /// Running attempts whose lease has expired: (task id, attempt, function name).
+    pub async fn expired_leases(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, i32, String)>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT id, attempt FROM tasks WHERE status = 'inProgress' AND lease_expires_at < now() \
+                "SELECT id, attempt, function_name FROM tasks \
+                 WHERE status = 'inProgress' AND lease_expires_at < now() \
                  ORDER BY lease_expires_at LIMIT $1",
                 &[&limit],
             )
             .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
     }
 }
