@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod id;
 pub mod metrics;
+pub mod reconnect;
 pub mod rql;
 pub mod shutdown;
 pub mod telemetry;

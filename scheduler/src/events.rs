@@ -16,6 +16,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use common::metrics::Metrics;
+use common::reconnect::Reconnect;
 use tokio::sync::watch;
 
 pub struct EventConsumer {
@@ -27,27 +28,30 @@ pub struct EventConsumer {
 impl EventConsumer {
     /// Consumes until `stop`, reconnecting with backoff when the broker goes away.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut reconnect = Reconnect::new("broker (event consumer)");
         while !*stop.borrow() {
-            match self.consume(&mut stop).await {
+            match self.consume(&mut stop, &mut reconnect).await {
                 Ok(()) => return,
                 Err(error) => {
                     self.metrics
                         .broker_reconnects
                         .with_label_values(&["events"])
                         .inc();
-                    tracing::warn!(%error, "event consumer lost the broker, reconnecting");
+                    let wait = reconnect.failed(&error);
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = common::shutdown::stopped(&mut stop) => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
 
-    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    async fn consume(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        reconnect: &mut Reconnect,
+    ) -> anyhow::Result<()> {
         let connection = amqp::connect(&self.amqp_url).await?;
         let channel = connection.create_channel().await?;
         channel
@@ -63,6 +67,7 @@ impl EventConsumer {
                 FieldTable::default(),
             )
             .await?;
+        reconnect.connected();
         tracing::info!("consuming platform events");
         loop {
             let delivery = tokio::select! {

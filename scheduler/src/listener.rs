@@ -3,8 +3,8 @@
 //! their timers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::reconnect::Reconnect;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -22,23 +22,24 @@ pub struct Wakeups {
 
 /// Listens until the process ends.
 pub async fn run(database_url: String, wakeups: Wakeups) {
-    let mut backoff = Duration::from_millis(100);
+    let mut reconnect = Reconnect::new("database notifications");
     loop {
-        match listen(&database_url, &wakeups).await {
-            Ok(()) => backoff = Duration::from_millis(100),
-            Err(error) => {
-                tracing::warn!(%error, "database notifications unavailable, retrying");
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+        let wait = match listen(&database_url, &wakeups, &mut reconnect).await {
+            Ok(()) => reconnect.failed(&"the connection closed"),
+            Err(error) => reconnect.failed(&error),
+        };
         // Whatever was missed while disconnected is picked up by one pass of each loop.
         wakeups.tasks.notify_one();
         wakeups.outbox.notify_one();
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
-async fn listen(database_url: &str, wakeups: &Wakeups) -> Result<(), tokio_postgres::Error> {
+async fn listen(
+    database_url: &str,
+    wakeups: &Wakeups,
+    reconnect: &mut Reconnect,
+) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = tokio_postgres::connect(database_url, NoTls).await?;
     let targets = wakeups.clone();
     // The connection delivers notifications; the client must live as long as it runs.
@@ -58,6 +59,7 @@ async fn listen(database_url: &str, wakeups: &Wakeups) -> Result<(), tokio_postg
     client
         .batch_execute(&format!("LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL};"))
         .await?;
+    reconnect.connected();
     let outcome = pump.await.unwrap_or(Ok(()));
     drop(client);
     outcome

@@ -10,6 +10,7 @@ use common::amqp::{
     self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, WorkMessage,
 };
 use common::db::Lifecycle;
+use common::reconnect::Reconnect;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -40,9 +41,12 @@ impl Consumer {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut running = JoinSet::new();
-        let mut backoff = Duration::from_millis(100);
+        let mut reconnect = Reconnect::new("broker (task consumer)");
         while !*stop.borrow() {
-            match self.consume(&slots, &mut running, &mut stop).await {
+            match self
+                .consume(&slots, &mut running, &mut stop, &mut reconnect)
+                .await
+            {
                 Ok(()) => break,
                 Err(error) => {
                     self.connected.store(false, Ordering::Relaxed);
@@ -51,12 +55,11 @@ impl Consumer {
                         .broker_reconnects
                         .with_label_values(&["worker"])
                         .inc();
-                    tracing::warn!(%error, "lost the broker, reconnecting");
+                    let wait = reconnect.failed(&error);
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = common::shutdown::stopped(&mut stop) => break,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -96,6 +99,7 @@ impl Consumer {
         slots: &Arc<Semaphore>,
         running: &mut JoinSet<()>,
         stop: &mut watch::Receiver<bool>,
+        reconnect: &mut Reconnect,
     ) -> anyhow::Result<()> {
         let connection = amqp::connect(&self.amqp_url).await?;
         let channel = connection.create_channel().await?;
@@ -117,6 +121,7 @@ impl Consumer {
                 FieldTable::default(),
             )
             .await?;
+        reconnect.connected();
         tracing::info!("consuming tasks");
         self.connected.store(true, Ordering::Relaxed);
         loop {
