@@ -496,6 +496,31 @@ impl TestScheduler {
         }
     }
 
+    /// Creates `count` tasks of `function`, retrying while the API cannot reach its database
+    /// (after a connection loss); returns their ids.
+    pub async fn create_tasks(&self, function: &str, count: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < count {
+            let (status, task) = self
+                .post("/tasks/v1", &serde_json::json!({"functionName": function}))
+                .await;
+            if status == 200 {
+                ids.push(task["id"].as_str().expect("task id").to_owned());
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        ids
+    }
+
+    /// Waits for every task and asserts it completed.
+    pub async fn assert_all_complete(&self, ids: &[String]) {
+        for id in ids {
+            let task = self.wait_until_finished(id).await;
+            assert_eq!(task["status"], "complete", "{task}");
+        }
+    }
+
     /// Waits until the task reaches a terminal status.
     pub async fn wait_until_finished(&self, task_id: &str) -> Value {
         self.wait_for_task(task_id, std::time::Duration::from_secs(60), |task| {
@@ -646,4 +671,17 @@ pub fn terminate(child: &tokio::process::Child) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// Waits until `{base}/readyz` answers `status` (200 ready, 503 not ready); panics after 30 s.
+pub async fn wait_for_readiness(http: &reqwest::Client, base: &str, status: u16) {
+    for _ in 0..300 {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
+            && response.status().as_u16() == status
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{base}/readyz never answered {status}");
 }

@@ -3,48 +3,8 @@
 
 use std::time::Duration;
 
-use harness::{TestScheduler, TestWorker, metric_value};
+use harness::{TestScheduler, TestWorker, metric_value, wait_for_readiness};
 use serde_json::json;
-
-async fn run_tasks(app: &TestScheduler, count: usize) {
-    let mut ids = Vec::new();
-    for _ in 0..count {
-        // The first request after a connection loss may find a dead pooled connection.
-        let mut created = None;
-        for _ in 0..20 {
-            let (status, task) = app
-                .post("/tasks/v1", &json!({"functionName": "noop"}))
-                .await;
-            if status == 200 {
-                created = Some(task);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        ids.push(
-            created.expect("the API recovers")["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    for id in &ids {
-        let task = app.wait_until_finished(id).await;
-        assert_eq!(task["status"], "complete", "{task}");
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    for _ in 0..100 {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
-            && response.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} did not report ready again");
-}
 
 #[tokio::test]
 async fn processes_recover_from_lost_broker_and_database_connections() {
@@ -58,13 +18,15 @@ async fn processes_recover_from_lost_broker_and_database_connections() {
         json!({}),
     )
     .await;
-    run_tasks(&app, 5).await;
+    let ids = app.create_tasks("noop", 5).await;
+    app.assert_all_complete(&ids).await;
 
     app.vhost.close_all_connections();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    run_tasks(&app, 5).await;
-    wait_ready(&app.http, &app.base_url).await;
-    wait_ready(&app.http, &worker.base_url).await;
+    let ids = app.create_tasks("noop", 5).await;
+    app.assert_all_complete(&ids).await;
+    wait_for_readiness(&app.http, &app.base_url, 200).await;
+    wait_for_readiness(&app.http, &worker.base_url, 200).await;
     let metrics = app
         .http
         .get(format!("{}/metrics", worker.base_url))
@@ -84,9 +46,10 @@ async fn processes_recover_from_lost_broker_and_database_connections() {
 
     let terminated = app.database.terminate_connections().await;
     assert!(terminated > 0);
-    run_tasks(&app, 5).await;
-    wait_ready(&app.http, &app.base_url).await;
-    wait_ready(&app.http, &worker.base_url).await;
+    let ids = app.create_tasks("noop", 5).await;
+    app.assert_all_complete(&ids).await;
+    wait_for_readiness(&app.http, &app.base_url, 200).await;
+    wait_for_readiness(&app.http, &worker.base_url, 200).await;
     worker.stop().await;
     app.stop().await;
 }
