@@ -566,7 +566,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = directory.join(name);
     assert!(
         path.is_file(),
-        "{} is missing: run the suite with `cargo test --workspace`",
+        "{} is missing: build it first (`cargo build --workspace --bins`, as tests/run does)",
         path.display()
     );
     path
