@@ -71,6 +71,34 @@ pub async fn connect(url: &str) -> Result<Connection, AmqpError> {
     Ok(Connection::connect(url, properties).await?)
 }
 
+/// A consumer of `queue` on a fresh connection in confirm mode (so dead-lettering can wait
+/// for the broker), with the topology declared and at most `prefetch` unacked messages. The
+/// connection must be kept as long as the consumer is used.
+pub async fn open_consumer(
+    url: &str,
+    queue: &str,
+    prefetch: u16,
+) -> Result<(Connection, Channel, lapin::Consumer), AmqpError> {
+    let connection = connect(url).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    declare_topology(&channel).await?;
+    channel
+        .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel, consumer))
+}
+
 /// Durable quorum queues survive a broker restart and replicate where there are several nodes.
 fn quorum() -> FieldTable {
     let mut arguments = FieldTable::default();

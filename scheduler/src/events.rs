@@ -8,10 +8,7 @@ use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
 use common::db::Triggers;
 use common::db::triggers::Event;
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -52,21 +49,8 @@ impl EventConsumer {
         stop: &mut watch::Receiver<bool>,
         reconnect: &mut Reconnect,
     ) -> anyhow::Result<()> {
-        let connection = amqp::connect(&self.amqp_url).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        amqp::declare_topology(&channel).await?;
-        channel.basic_qos(64, BasicQosOptions::default()).await?;
-        let mut deliveries = channel
-            .basic_consume(
-                EVENTS_QUEUE.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (_connection, channel, mut deliveries) =
+            amqp::open_consumer(&self.amqp_url, EVENTS_QUEUE, 64).await?;
         reconnect.connected();
         tracing::info!("consuming platform events");
         loop {

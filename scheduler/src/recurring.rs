@@ -10,21 +10,23 @@ use tokio::sync::watch;
 
 /// Longest sleep between two looks at the schedules; new schedules are picked up within it.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// Most schedules fired in one transaction.
+const BATCH: usize = 100;
 
 pub async fn run(schedules: Schedules, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
     loop {
-        let fired = schedules.fire_due(100).await;
-        if let Ok(created) = fired {
-            metrics
-                .tasks_created
-                .with_label_values(&["schedule"])
-                .inc_by(created);
-        }
-        let wait = match fired {
-            Ok(100) => Duration::ZERO,
-            Ok(created) => {
-                if created > 0 {
-                    tracing::debug!(tasks = created, "fired schedules");
+        let wait = match schedules.fire_due(BATCH as i64).await {
+            Ok(fired) => {
+                metrics
+                    .tasks_created
+                    .with_label_values(&["schedule"])
+                    .inc_by(fired.tasks);
+                if fired.tasks > 0 {
+                    tracing::debug!(tasks = fired.tasks, "fired schedules");
+                }
+                if fired.schedules == BATCH {
+                    // A full batch: more schedules may be due right now.
+                    continue;
                 }
                 match schedules.next_due_in().await {
                     Ok(Some(next)) => next.min(MAX_SLEEP),

@@ -14,10 +14,7 @@ use common::reconnect::Reconnect;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -101,26 +98,9 @@ impl Consumer {
         stop: &mut watch::Receiver<bool>,
         reconnect: &mut Reconnect,
     ) -> anyhow::Result<()> {
-        let connection = amqp::connect(&self.amqp_url).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        amqp::declare_topology(&channel).await?;
-        channel
-            .basic_qos(
-                self.concurrency.min(u16::MAX as usize) as u16,
-                BasicQosOptions::default(),
-            )
-            .await?;
-        let mut deliveries = channel
-            .basic_consume(
-                TASKS_QUEUE.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let prefetch = self.concurrency.min(u16::MAX as usize) as u16;
+        let (_connection, channel, mut deliveries) =
+            amqp::open_consumer(&self.amqp_url, TASKS_QUEUE, prefetch).await?;
         reconnect.connected();
         tracing::info!("consuming tasks");
         self.connected.store(true, Ordering::Relaxed);

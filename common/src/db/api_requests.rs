@@ -15,56 +15,16 @@ use crate::rql::{Field, FieldKind, Schema};
 
 pub static API_REQUEST_SCHEMA: Schema = Schema {
     fields: &[
-        Field {
-            name: "id",
-            column: "id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "functionName",
-            column: "function_name",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "method",
-            column: "method",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "path",
-            column: "path",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "userId",
-            column: "user_id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "applicationId",
-            column: "application_id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "statusCode",
-            column: "status_code",
-            kind: FieldKind::Integer,
-        },
-        Field {
-            name: "timestamp",
-            column: "timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "duration",
-            column: "duration",
-            kind: FieldKind::Number,
-        },
-        Field {
-            name: "error",
-            column: "error",
-            kind: FieldKind::Json,
-        },
+        Field::new("id", "id", FieldKind::Text),
+        Field::new("functionName", "function_name", FieldKind::Text),
+        Field::new("method", "method", FieldKind::Text),
+        Field::new("path", "path", FieldKind::Text),
+        Field::new("userId", "user_id", FieldKind::Text),
+        Field::new("applicationId", "application_id", FieldKind::Text),
+        Field::new("statusCode", "status_code", FieldKind::Integer),
+        Field::new("timestamp", "timestamp", FieldKind::Timestamp),
+        Field::new("duration", "duration", FieldKind::Number),
+        Field::new("error", "error", FieldKind::Json),
     ],
 };
 

@@ -13,51 +13,19 @@ use crate::rql::{Field, FieldKind, Schema};
 
 pub static SCHEDULE_SCHEMA: Schema = Schema {
     fields: &[
-        Field {
-            name: "id",
-            column: "id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "functionName",
-            column: "function_name",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "interval",
-            column: "interval_seconds",
-            kind: FieldKind::Integer,
-        },
-        Field {
-            name: "data",
-            column: "data",
-            kind: FieldKind::Json,
-        },
-        Field {
-            name: "priority",
-            column: "priority",
-            kind: FieldKind::Integer,
-        },
-        Field {
-            name: "startTimestamp",
-            column: "start_timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "nextTimestamp",
-            column: "next_timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "creationTimestamp",
-            column: "creation_timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "updateTimestamp",
-            column: "update_timestamp",
-            kind: FieldKind::Timestamp,
-        },
+        Field::new("id", "id", FieldKind::Text),
+        Field::new("functionName", "function_name", FieldKind::Text),
+        Field::new("interval", "interval_seconds", FieldKind::Integer),
+        Field::new("data", "data", FieldKind::Json),
+        Field::new("priority", "priority", FieldKind::Integer),
+        Field::new("startTimestamp", "start_timestamp", FieldKind::Timestamp),
+        Field::new("nextTimestamp", "next_timestamp", FieldKind::Timestamp),
+        Field::new(
+            "creationTimestamp",
+            "creation_timestamp",
+            FieldKind::Timestamp,
+        ),
+        Field::new("updateTimestamp", "update_timestamp", FieldKind::Timestamp),
     ],
 };
 
@@ -75,6 +43,15 @@ pub struct NewSchedule {
     pub start_timestamp: DateTime<Utc>,
     /// The first slot, at or after the start.
     pub next_timestamp: DateTime<Utc>,
+}
+
+/// What one call of [`Schedules::fire_due`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fired {
+    /// Due schedules taken (a full batch means more may be due).
+    pub schedules: usize,
+    /// Tasks created (fewer when a slot already had its task).
+    pub tasks: u64,
 }
 
 #[derive(Clone)]
@@ -129,8 +106,8 @@ impl Schedules {
     /// Creates the task of every due schedule and moves each to its next slot, in one
     /// transaction per batch. Row locks let several schedulers fire at once without taking the
     /// same schedule, and the unique (schedule, slot) index makes a second task for a slot
-    /// impossible even so. Returns the number of tasks created.
-    pub async fn fire_due(&self, limit: i64) -> Result<u64, StoreError> {
+    /// impossible even so.
+    pub async fn fire_due(&self, limit: i64) -> Result<Fired, StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         let rows = transaction
@@ -193,7 +170,10 @@ impl Schedules {
             }
         }
         transaction.commit().await?;
-        Ok(created)
+        Ok(Fired {
+            schedules: rows.len(),
+            tasks: created,
+        })
     }
 
     /// How long until the earliest schedule is due (`None` when there is none).

@@ -13,11 +13,7 @@ use crate::rql::{Field, FieldKind, Schema};
 
 /// Log lines can only be filtered by time, as in the reference.
 pub static LOG_SCHEMA: Schema = Schema {
-    fields: &[Field {
-        name: "timestamp",
-        column: "timestamp",
-        kind: FieldKind::Timestamp,
-    }],
+    fields: &[Field::new("timestamp", "timestamp", FieldKind::Timestamp)],
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -14,86 +14,38 @@ use crate::rql::{Field, FieldKind, Schema};
 /// The fields of a task that RQL may filter, sort and select on.
 pub static TASK_SCHEMA: Schema = Schema {
     fields: &[
-        Field {
-            name: "id",
-            column: "id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "functionName",
-            column: "function_name",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "status",
-            column: "status",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "statusChangedTimestamp",
-            column: "status_changed_timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "data",
-            column: "data",
-            kind: FieldKind::Json,
-        },
-        Field {
-            name: "tags",
-            column: "tags",
-            kind: FieldKind::TextArray,
-        },
-        Field {
-            name: "startTimestamp",
-            column: "start_timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "priority",
-            column: "priority",
-            kind: FieldKind::Integer,
-        },
-        Field {
-            name: "createdByApplicationId",
-            column: "created_by_application_id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "createdByUserId",
-            column: "created_by_user_id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "retriedByTaskId",
-            column: "retried_by_task_id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "retryForTaskIds",
-            column: "retry_for_task_ids",
-            kind: FieldKind::TextArray,
-        },
-        Field {
-            name: "error",
-            column: "error",
-            kind: FieldKind::Json,
-        },
-        Field {
-            name: "result",
-            column: "result",
-            kind: FieldKind::Json,
-        },
-        Field {
-            name: "creationTimestamp",
-            column: "creation_timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "updateTimestamp",
-            column: "update_timestamp",
-            kind: FieldKind::Timestamp,
-        },
+        Field::new("id", "id", FieldKind::Text),
+        Field::new("functionName", "function_name", FieldKind::Text),
+        Field::new("status", "status", FieldKind::Text),
+        Field::new(
+            "statusChangedTimestamp",
+            "status_changed_timestamp",
+            FieldKind::Timestamp,
+        ),
+        Field::new("data", "data", FieldKind::Json),
+        Field::new("tags", "tags", FieldKind::TextArray),
+        Field::new("startTimestamp", "start_timestamp", FieldKind::Timestamp),
+        Field::new("priority", "priority", FieldKind::Integer),
+        Field::new(
+            "createdByApplicationId",
+            "created_by_application_id",
+            FieldKind::Text,
+        ),
+        Field::new("createdByUserId", "created_by_user_id", FieldKind::Text),
+        Field::new("retriedByTaskId", "retried_by_task_id", FieldKind::Text),
+        Field::new(
+            "retryForTaskIds",
+            "retry_for_task_ids",
+            FieldKind::TextArray,
+        ),
+        Field::new("error", "error", FieldKind::Json),
+        Field::new("result", "result", FieldKind::Json),
+        Field::new(
+            "creationTimestamp",
+            "creation_timestamp",
+            FieldKind::Timestamp,
+        ),
+        Field::new("updateTimestamp", "update_timestamp", FieldKind::Timestamp),
     ],
 };
 

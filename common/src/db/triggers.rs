@@ -14,56 +14,20 @@ use crate::rql::{Field, FieldKind, Schema};
 
 pub static TRIGGER_SCHEMA: Schema = Schema {
     fields: &[
-        Field {
-            name: "id",
-            column: "id",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "eventType",
-            column: "event_type",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "functionName",
-            column: "function_name",
-            kind: FieldKind::Text,
-        },
-        Field {
-            name: "data",
-            column: "data",
-            kind: FieldKind::Json,
-        },
-        Field {
-            name: "priority",
-            column: "priority",
-            kind: FieldKind::Integer,
-        },
-        Field {
-            name: "delaySeconds",
-            column: "delay_seconds",
-            kind: FieldKind::Integer,
-        },
-        Field {
-            name: "tags",
-            column: "tags",
-            kind: FieldKind::TextArray,
-        },
-        Field {
-            name: "enabled",
-            column: "enabled",
-            kind: FieldKind::Bool,
-        },
-        Field {
-            name: "creationTimestamp",
-            column: "creation_timestamp",
-            kind: FieldKind::Timestamp,
-        },
-        Field {
-            name: "updateTimestamp",
-            column: "update_timestamp",
-            kind: FieldKind::Timestamp,
-        },
+        Field::new("id", "id", FieldKind::Text),
+        Field::new("eventType", "event_type", FieldKind::Text),
+        Field::new("functionName", "function_name", FieldKind::Text),
+        Field::new("data", "data", FieldKind::Json),
+        Field::new("priority", "priority", FieldKind::Integer),
+        Field::new("delaySeconds", "delay_seconds", FieldKind::Integer),
+        Field::new("tags", "tags", FieldKind::TextArray),
+        Field::new("enabled", "enabled", FieldKind::Bool),
+        Field::new(
+            "creationTimestamp",
+            "creation_timestamp",
+            FieldKind::Timestamp,
+        ),
+        Field::new("updateTimestamp", "update_timestamp", FieldKind::Timestamp),
     ],
 };
 

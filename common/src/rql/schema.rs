@@ -48,6 +48,12 @@ pub struct Field {
     pub kind: FieldKind,
 }
 
+impl Field {
+    pub const fn new(name: &'static str, column: &'static str, kind: FieldKind) -> Field {
+        Field { name, column, kind }
+    }
+}
+
 /// The fields of one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schema {
