@@ -25,6 +25,9 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Maximum number of pooled connections.
     pub pool_size: usize,
+    /// Longest a single statement may run before Postgres cancels it (0: no limit), so a
+    /// pathological query cannot hold a connection and its locks indefinitely.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -32,6 +35,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "postgres://postgres@127.0.0.1:5432/tasks".into(),
             pool_size: 16,
+            statement_timeout_ms: 30_000,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod id;
 pub mod metrics;
 pub mod reconnect;
 pub mod rql;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -6,6 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use common::config::{AmqpConfig, DatabaseConfig, LogConfig};
+use common::secrets::SecretsConfig;
+
+use crate::auth::AuthConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SchedulerConfig {
@@ -14,6 +17,8 @@ pub struct SchedulerConfig {
     pub http: HttpConfig,
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub secrets: SecretsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

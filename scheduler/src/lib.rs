@@ -2,6 +2,7 @@
 //! service grows, dispatches due tasks, turns platform events into tasks and fires schedules.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod events;

@@ -15,10 +15,12 @@ use std::sync::Arc;
 
 use common::amqp::Publisher;
 use common::db::{DispatchQueries, Lifecycle, Outbox};
+use common::secrets::SecretBox;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::{self, AppState};
+use crate::auth::{AuthMode, Authenticator};
 use crate::config::SchedulerConfig;
 use crate::dispatch::Dispatcher;
 use crate::events::EventConsumer;
@@ -40,6 +42,14 @@ impl Application {
         common::db::prepare(&config.database)
             .await
             .context("preparing the database")?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        if config.auth.mode == AuthMode::None {
+            tracing::warn!(
+                "auth.mode = \"none\": EVERY CALLER MAY DO EVERYTHING. For local development only; \
+                 set TASKS__AUTH__MODE to `jwt` or `headers` anywhere else"
+            );
+        }
+        let secrets = secret_box(&config)?;
         let pool = common::db::pool(&config.database)?;
         let listener = TcpListener::bind(config.http.listen)
             .await
@@ -50,6 +60,8 @@ impl Application {
                 pool.clone(),
                 Arc::new(Requester::new(config.amqp.url.clone())),
                 Arc::new(Metrics::new().with_cluster_gauges()),
+                auth,
+                secrets,
             ),
             config,
             pool,
@@ -118,8 +130,11 @@ impl Application {
             stopped,
         ));
 
-        let app =
-            axum::middleware::map_request(api::trim_trailing_slash).layer(api::router(self.state));
+        let app = (
+            axum::middleware::map_request(api::check_request_size),
+            axum::middleware::map_request(api::trim_trailing_slash),
+        )
+            .layer(api::router(self.state));
         let listener = self.listener.tap_io(|stream| {
             let _ = stream.set_nodelay(true);
         });
@@ -132,6 +147,35 @@ impl Application {
         while loops.join_next().await.is_some() {}
         served
     }
+}
+
+/// The sealer of function environment variables. Values are stored in clear only where every
+/// caller may do everything anyway (`auth.mode = "none"`).
+fn secret_box(config: &SchedulerConfig) -> anyhow::Result<Arc<SecretBox>> {
+    let secrets = SecretBox::from_config(&config.secrets)?;
+    if !secrets.has_key() {
+        if config.auth.mode != AuthMode::None {
+            anyhow::bail!(
+                "configuration: secrets.key (TASKS__SECRETS__KEY) is required to store function \
+                 environment variables encrypted; generate one with \
+                 `echo \"k1:$(head -c 32 /dev/urandom | base64)\"`"
+            );
+        }
+        tracing::warn!(
+            "secrets.key is not set: function environment variables are stored unencrypted"
+        );
+    }
+    Ok(Arc::new(secrets))
+}
+
+/// `scheduler reseal-secrets`: after a key rotation, reseals every stored environment
+/// variable value with the current key, so the previous key can be removed.
+pub async fn reseal_secrets(config: &SchedulerConfig) -> anyhow::Result<u64> {
+    let secrets = secret_box(config)?;
+    let pool = common::db::pool(&config.database)?;
+    Ok(common::db::Functions::new(pool, secrets)
+        .reseal_environment()
+        .await?)
 }
 
 /// Runs the scheduler until SIGTERM or Ctrl-C.

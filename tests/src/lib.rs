@@ -44,6 +44,7 @@ impl TestDatabase {
         common::config::DatabaseConfig {
             url: self.url.clone(),
             pool_size: 8,
+            ..Default::default()
         }
     }
 
@@ -180,6 +181,47 @@ fn rabbitmqctl(arguments: &[&str]) {
     assert!(status.success(), "rabbitmqctl {arguments:?} failed");
 }
 
+/// The HS256 secret of test schedulers.
+pub const TEST_SECRET: &str = "test-secret-of-the-task-service-suite";
+/// The key test schedulers and workers seal environment variables with.
+pub const TEST_SECRETS_KEY: &str = "test:dGVzdC1rZXktb2YtdGhlLXRhc2stc2VydmljZS0zMmI=";
+/// The user every test token names.
+pub const TEST_USER: &str = "5f0c9b6e2a1d4c3b2a190807";
+/// The application every test token names.
+pub const TEST_APPLICATION: &str = "6a1b2c3d4e5f6a7b8c9d0e1f";
+
+/// A token for [`TEST_USER`] of [`TEST_APPLICATION`] holding these permissions.
+pub fn token(permissions: &[String]) -> String {
+    scheduler::auth::jwt::mint(
+        TEST_SECRET,
+        &scheduler::auth::jwt::Claims {
+            sub: TEST_USER.to_owned(),
+            application_id: Some(TEST_APPLICATION.to_owned()),
+            permissions: permissions.to_vec(),
+            exp: chrono::Utc::now().timestamp() as u64 + 3600,
+            iat: None,
+        },
+    )
+    .expect("token minted")
+}
+
+pub fn all_permissions() -> Vec<String> {
+    scheduler::auth::token::all_permissions()
+}
+
+/// An HTTP client sending this bearer token with every request.
+pub fn authorized_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client")
+}
+
 /// A real scheduler serving on an ephemeral port, with its own database and vhost.
 pub struct TestScheduler {
     pub base_url: String,
@@ -220,7 +262,7 @@ impl TestScheduler {
         }));
         TestScheduler {
             base_url,
-            http: reqwest::Client::new(),
+            http: authorized_client(&token(&all_permissions())),
             database,
             vhost,
             stop: Some(stop),
@@ -237,6 +279,8 @@ impl TestScheduler {
         config.amqp.url = vhost.url.clone();
         config.http.listen = "127.0.0.1:0".parse().expect("address");
         config.dispatch.sweep_interval_ms = 200;
+        config.auth.jwt_secret = Some(TEST_SECRET.to_owned());
+        config.secrets.key = Some(TEST_SECRETS_KEY.to_owned());
         config
     }
 
@@ -439,6 +483,7 @@ impl TestWorker {
     ) -> TestWorker {
         let mut config = worker::config::WorkerConfig::default();
         config.database = scheduler.database.config();
+        config.secrets.key = Some(TEST_SECRETS_KEY.to_owned());
         config.amqp.url = scheduler.vhost.url.clone();
         config.metrics.listen = "127.0.0.1:0".parse().expect("address");
         config.worker.lease_ms = 2_000;
@@ -643,6 +688,16 @@ pub fn spawn_worker_binary(
     scheduler: &TestScheduler,
     settings: &[(&str, &str)],
 ) -> tokio::process::Child {
+    worker_binary_command(scheduler, settings)
+        .spawn()
+        .expect("the worker binary starts")
+}
+
+/// The command [`spawn_worker_binary`] runs, for tests that capture its output.
+pub fn worker_binary_command(
+    scheduler: &TestScheduler,
+    settings: &[(&str, &str)],
+) -> tokio::process::Command {
     let cache = std::env::temp_dir().join(format!(
         "worker-binary-{}",
         common::id::ObjectId::generate()
@@ -655,12 +710,13 @@ pub fn spawn_worker_binary(
         .env("TASKS__AMQP__URL", &scheduler.vhost.url)
         .env("TASKS__METRICS__LISTEN", "127.0.0.1:0")
         .env("TASKS__WORKER__CACHE_DIR", &cache)
+        .env("TASKS__SECRETS__KEY", TEST_SECRETS_KEY)
         .env("TASKS__LOG__LEVEL", "warn")
         .kill_on_drop(true);
     for (key, value) in settings {
         command.env(key, value);
     }
-    command.spawn().expect("the worker binary starts")
+    command
 }
 
 /// Sends SIGTERM to a child process.

@@ -76,9 +76,18 @@ async fn api_functions_answer_requests_and_are_recorded() {
     assert_eq!(body["rawQueryString"], "?x=1&y=a%20b");
     assert_eq!(body["query"], json!({"x": "1", "y": "a b"}));
     assert_eq!(body["headers"]["x-custom"], "abc");
-    assert!(
-        body["headers"].get("x-exh-requesting-user-id").is_none(),
+    assert_eq!(
+        body["headers"]["x-exh-requesting-user-id"],
+        harness::TEST_USER,
         "callers cannot forge identity headers"
+    );
+    assert_eq!(
+        body["headers"]["x-exh-requesting-application-id"],
+        harness::TEST_APPLICATION
+    );
+    assert!(
+        body["headers"].get("authorization").is_none(),
+        "the caller's token is not passed to the function"
     );
 
     let (status, body) = app

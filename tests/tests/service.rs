@@ -11,6 +11,14 @@ async fn two_schedulers_starting_at_once_migrate_the_schema_once() {
         http: scheduler::config::HttpConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
         },
+        auth: scheduler::auth::AuthConfig {
+            jwt_secret: Some(harness::TEST_SECRET.to_owned()),
+            ..Default::default()
+        },
+        secrets: common::secrets::SecretsConfig {
+            key: Some(harness::TEST_SECRETS_KEY.to_owned()),
+            previous_keys: None,
+        },
         ..Default::default()
     };
     let second = first.clone();

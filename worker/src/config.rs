@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use common::config::{AmqpConfig, DatabaseConfig, LogConfig};
+use common::secrets::SecretsConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkerConfig {
@@ -15,6 +16,7 @@ pub struct WorkerConfig {
     pub metrics: MetricsConfig,
     pub worker: ExecutionConfig,
     pub log: LogConfig,
+    pub secrets: SecretsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use common::secrets::SecretBox;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
@@ -28,6 +30,7 @@ pub struct Worker {
     listener: TcpListener,
     pool: Pool,
     config: WorkerConfig,
+    functions: Functions,
     runtimes: RuntimePool,
     metrics: Arc<Metrics>,
 }
@@ -38,10 +41,9 @@ impl Worker {
             anyhow::bail!("configuration: worker.concurrency must be at least 1");
         }
         let pool = common::db::pool(&config.database)?;
-        let code = CodeCache::new(
-            config.worker.cache_dir.join("code"),
-            Functions::new(pool.clone()),
-        );
+        let secrets = Arc::new(SecretBox::from_config(&config.secrets)?);
+        let functions = Functions::new(pool.clone(), secrets);
+        let code = CodeCache::new(config.worker.cache_dir.join("code"), functions.clone());
         let metrics = Arc::new(Metrics::new());
         let runtimes = RuntimePool::new(
             &config.worker.cache_dir,
@@ -61,6 +63,7 @@ impl Worker {
         Ok(Worker {
             listener,
             pool,
+            functions,
             config,
             runtimes,
             metrics,
@@ -86,7 +89,7 @@ impl Worker {
         let lease = self.config.worker.lease();
         let idle_time = std::time::Duration::from_millis(self.config.worker.idle_process_ms);
         let executor = Arc::new(Executor {
-            functions: Functions::new(self.pool.clone()),
+            functions: self.functions,
             api_requests: ApiRequests::new(self.pool.clone()),
             lifecycle: lifecycle.clone(),
             logs: TaskLogs::new(self.pool.clone()),

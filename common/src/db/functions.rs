@@ -7,12 +7,15 @@ use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio_postgres::Row;
 
+use std::sync::Arc;
+
 use super::StoreError;
 use crate::code::CodeArchive;
 use crate::domain::{
     EnvironmentVariable, ExecutionOptions, FunctionDefinition, FunctionName, PermissionMode,
     RetryPolicy,
 };
+use crate::secrets::SecretBox;
 
 const COLUMNS: &str = "name, description, enabled, entry_point, runtime, time_limit, memory_limit, \
     environment_variables, permission_mode, default_priority, retry_enabled, errors_to_retry, \
@@ -29,11 +32,13 @@ pub struct FunctionSummary {
 #[derive(Clone)]
 pub struct Functions {
     pool: Pool,
+    /// Environment variable values are sealed on the way in and opened on the way out.
+    secrets: Arc<SecretBox>,
 }
 
 impl Functions {
-    pub fn new(pool: Pool) -> Self {
-        Functions { pool }
+    pub fn new(pool: Pool, secrets: Arc<SecretBox>) -> Self {
+        Functions { pool, secrets }
     }
 
     /// Stores a new function and its code. A taken name is a unique violation
@@ -61,7 +66,7 @@ impl Functions {
                     &function.runtime,
                     &function.time_limit,
                     &function.memory_limit,
-                    &environment_json(&function.environment_variables),
+                    &self.sealed_environment(&function.environment_variables),
                     &function.execution_options.permission_mode.as_str(),
                     &function.execution_options.default_priority,
                     &function.retry_policy.enabled,
@@ -72,7 +77,7 @@ impl Functions {
             )
             .await?;
         transaction.commit().await?;
-        function_from_row(&row)
+        self.function_from_row(&row)
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<FunctionDefinition>, StoreError> {
@@ -81,7 +86,7 @@ impl Functions {
             .prepare_cached(&format!("SELECT {COLUMNS} FROM functions WHERE name = $1"))
             .await?;
         let row = client.query_opt(&statement, &[&name]).await?;
-        row.as_ref().map(function_from_row).transpose()
+        row.as_ref().map(|r| self.function_from_row(r)).transpose()
     }
 
     /// Every function, by name. The reference returns them all in one page.
@@ -136,7 +141,7 @@ impl Functions {
                     &function.runtime,
                     &function.time_limit,
                     &function.memory_limit,
-                    &environment_json(&function.environment_variables),
+                    &self.sealed_environment(&function.environment_variables),
                     &function.execution_options.permission_mode.as_str(),
                     &function.execution_options.default_priority,
                     &function.retry_policy.enabled,
@@ -201,8 +206,77 @@ async fn store_code(
     Ok(())
 }
 
-fn environment_json(variables: &BTreeMap<String, EnvironmentVariable>) -> Value {
-    serde_json::to_value(variables).unwrap_or_default()
+impl Functions {
+    fn sealed_environment(&self, variables: &BTreeMap<String, EnvironmentVariable>) -> Value {
+        let sealed: BTreeMap<&String, EnvironmentVariable> = variables
+            .iter()
+            .map(|(name, variable)| {
+                let value = self.secrets.seal(name, &variable.value);
+                (name, EnvironmentVariable { value })
+            })
+            .collect();
+        serde_json::to_value(sealed).unwrap_or_default()
+    }
+
+    fn function_from_row(&self, row: &Row) -> Result<FunctionDefinition, StoreError> {
+        let mut function = function_from_row(row)?;
+        for (name, variable) in function.environment_variables.iter_mut() {
+            // The error names the variable and the reason, never the value.
+            variable.value = self.secrets.open(name, &variable.value).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "function {}: environment variable {name}: {e}",
+                    function.name.as_str()
+                ))
+            })?;
+        }
+        Ok(function)
+    }
+
+    /// Reseals every environment variable value not sealed with the current key (after a
+    /// key rotation, or values stored before a key was configured). Returns the number of
+    /// functions rewritten.
+    pub async fn reseal_environment(&self) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let rows = transaction
+            .query(
+                "SELECT name, environment_variables FROM functions FOR UPDATE",
+                &[],
+            )
+            .await?;
+        let mut rewritten = 0;
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let stored: BTreeMap<String, EnvironmentVariable> =
+                serde_json::from_value(row.try_get("environment_variables")?)
+                    .map_err(|e| StoreError::Corrupt(format!("function {name}: {e}")))?;
+            if !stored
+                .values()
+                .any(|v| self.secrets.needs_resealing(&v.value))
+            {
+                continue;
+            }
+            let mut opened = BTreeMap::new();
+            for (variable, value) in stored {
+                let plain = self.secrets.open(&variable, &value.value).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "function {name}: environment variable {variable}: {e}"
+                    ))
+                })?;
+                opened.insert(variable, EnvironmentVariable { value: plain });
+            }
+            // The version is not bumped: the function itself did not change.
+            transaction
+                .execute(
+                    "UPDATE functions SET environment_variables = $2 WHERE name = $1",
+                    &[&name, &self.sealed_environment(&opened)],
+                )
+                .await?;
+            rewritten += 1;
+        }
+        transaction.commit().await?;
+        Ok(rewritten)
+    }
 }
 
 fn function_from_row(row: &Row) -> Result<FunctionDefinition, StoreError> {

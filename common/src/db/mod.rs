@@ -53,6 +53,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Postgres cancelled the statement (`database.statement_timeout_ms`).
+    pub fn is_timeout(&self) -> bool {
+        self.sql_state() == Some(&SqlState::QUERY_CANCELED)
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         self.sql_state() == Some(&SqlState::UNIQUE_VIOLATION)
     }
@@ -76,8 +81,14 @@ pub async fn is_reachable(pool: &Pool) -> bool {
 
 /// A pool of connections to the configured database.
 pub fn pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
-    let pg_config = tokio_postgres::Config::from_str(&config.url)
+    let mut pg_config = tokio_postgres::Config::from_str(&config.url)
         .map_err(|e| StoreError::Config(format!("database.url: {e}")))?;
+    let timeout = format!("-c statement_timeout={}", config.statement_timeout_ms);
+    let options = match pg_config.get_options() {
+        Some(existing) => format!("{existing} {timeout}"),
+        None => timeout,
+    };
+    pg_config.options(options);
     let manager = Manager::from_config(
         pg_config,
         NoTls,

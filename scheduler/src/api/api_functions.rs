@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -19,6 +20,8 @@ use common::domain::TaskErrorType;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::auth::{FunctionCall, Identity};
+use common::domain::PermissionMode;
 
 pub const PREFIX: &str = "/tasks/v1/api/";
 /// Largest request body and response body, as the reference's 6 MB.
@@ -28,13 +31,12 @@ pub const MAX_API_TIME_LIMIT: i32 = 30;
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Headers only the service may set: a caller's own copies are dropped.
-const TRUSTED_HEADERS: [&str; 2] = [
-    "x-exh-requesting-user-id",
-    "x-exh-requesting-application-id",
-];
+const USER_HEADER: &str = "x-exh-requesting-user-id";
+const APPLICATION_HEADER: &str = "x-exh-requesting-application-id";
 
 pub async fn invoke(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -47,6 +49,7 @@ pub async fn invoke(
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let outcome = call(
         &state,
+        &identity,
         &id,
         &method,
         &function_name,
@@ -78,8 +81,8 @@ pub async fn invoke(
         function_name,
         method: method.to_string(),
         path: format!("{raw_path}{query}"),
-        user_id: None,
-        application_id: None,
+        user_id: identity.user_id(),
+        application_id: identity.application_id(),
         status_code: i32::from(status),
         timestamp,
         duration: started.elapsed().as_secs_f64(),
@@ -110,6 +113,7 @@ type CallError = (ApiError, &'static str);
 #[allow(clippy::too_many_arguments)]
 async fn call(
     state: &AppState,
+    identity: &Identity,
     id: &str,
     method: &Method,
     function_name: &str,
@@ -138,8 +142,18 @@ async fn call(
         .functions
         .get(function_name)
         .await
-        .map_err(|e| invocation(e.into()))?
-        .ok_or_else(|| invocation(super::functions::unknown_function(function_name)))?;
+        .map_err(|e| invocation(e.into()))?;
+    // An unknown function is refused like a protected one: names are not revealed.
+    let mode = function
+        .as_ref()
+        .map_or(PermissionMode::PermissionRequired, |f| {
+            f.execution_options.permission_mode
+        });
+    identity
+        .require_function_mode(mode, FunctionCall::Api, function_name)
+        .map_err(|denied| invocation(denied.into()))?;
+    let function =
+        function.ok_or_else(|| invocation(super::functions::unknown_function(function_name)))?;
     if function.time_limit > MAX_API_TIME_LIMIT {
         return Err(invocation(ApiError::TimeLimitExceedsApiMaximum(
             function.time_limit,
@@ -151,7 +165,10 @@ async fn call(
             task_id: None,
         }));
     }
-    let event = request_event(id, method, raw_path, query, headers, &body);
+    let hidden = state.auth.credential_headers();
+    let event = request_event(
+        id, identity, &hidden, method, raw_path, query, headers, &body,
+    );
     let message = WorkMessage::Api(ApiInvocation {
         api_request_id: id.to_owned(),
         function_name: function_name.to_owned(),
@@ -188,8 +205,11 @@ async fn call(
 }
 
 /// The API Gateway payload v2.0 request event.
+#[allow(clippy::too_many_arguments)]
 fn request_event(
     id: &str,
+    identity: &Identity,
+    hidden: &[&str],
     method: &Method,
     raw_path: &str,
     query: &str,
@@ -199,7 +219,11 @@ fn request_event(
     let mut header_map: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
         let name = name.as_str().to_ascii_lowercase();
-        if TRUSTED_HEADERS.contains(&name.as_str()) {
+        // The caller's credentials stay here; the function learns who called from the
+        // service's own headers below, which a caller cannot forge.
+        if [USER_HEADER, APPLICATION_HEADER].contains(&name.as_str())
+            || hidden.contains(&name.as_str())
+        {
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -210,6 +234,12 @@ fn request_event(
                 existing.push_str(&value);
             })
             .or_insert(value);
+    }
+    if let Some(user_id) = identity.user_id() {
+        header_map.insert(USER_HEADER.to_owned(), user_id);
+    }
+    if let Some(application_id) = identity.application_id() {
+        header_map.insert(APPLICATION_HEADER.to_owned(), application_id);
     }
     let mut parameters: BTreeMap<String, String> = BTreeMap::new();
     for pair in query

@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 
 use common::db::StoreError;
 
+use crate::auth::Denied;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -62,6 +64,16 @@ pub enum ApiError {
     NoApiRequestLogsFound,
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    NotAuthenticated(String),
+    #[error("{0}")]
+    NoPermission(String),
+    #[error("The request path and query are longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("The request headers take more than {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("The query took too long and was cancelled; narrow it down")]
+    LongQuery,
     #[error("An internal error occurred")]
     Server,
 }
@@ -143,6 +155,20 @@ impl ApiError {
                 "TIME_LIMIT_EXCEEDS_API_FUNCTION_MAXIMUM_EXCEPTION",
             ),
             NoApiRequestLogsFound => (StatusCode::BAD_REQUEST, 1413, "NO_API_REQUEST_LOGS_FOUND"),
+            NotAuthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                104,
+                "USER_NOT_AUTHENTICATED_EXCEPTION",
+            ),
+            NoPermission(_) => (StatusCode::UNAUTHORIZED, 10, "NO_PERMISSION_EXCEPTION"),
+            // The reference documents 401, which clients would take for an auth failure.
+            UriTooLong(_) => (StatusCode::URI_TOO_LONG, 26, "ILLEGAL_ARGUMENT_EXCEPTION"),
+            HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                26,
+                "ILLEGAL_ARGUMENT_EXCEPTION",
+            ),
+            LongQuery => (StatusCode::BAD_REQUEST, 21, "LONG_QUERY_EXCEPTION"),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 26,
@@ -189,9 +215,22 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if error.is_timeout() {
+            tracing::warn!(%error, "a statement ran into database.statement_timeout_ms");
+            return ApiError::LongQuery;
+        }
         // The client learns only that something failed; the details go to the log.
         tracing::error!(%error, "storage error while serving a request");
         ApiError::Server
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::NotAuthenticated(reason) => ApiError::NotAuthenticated(reason),
+            Denied::NoPermission(_) => ApiError::NoPermission(denied.to_string()),
+        }
     }
 }
 

@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::Value;
 
+use crate::auth::{FunctionCall, Identity};
 use common::db::tasks::NewTask;
-use common::domain::{Task, TaskErrorType, TaskSource, TaskStatus};
+use common::domain::{PermissionMode, Task, TaskErrorType, TaskSource, TaskStatus};
 
 use super::AppState;
 use super::body::OptionalJsonObject;
@@ -28,9 +30,11 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(5);
     responses(
         (status = 200, description = "The completed task with the function's `result`", body = Task),
         (status = 400, description = "1404 timeLimit over 30 s, 1405 invocation failed, 1406 the function failed (with `taskId` and `runtimeError`)", body = ErrorBody),
+        (status = 401, description = "Not authenticated (104) or not allowed by the function's permissionMode (10)", body = ErrorBody),
         (status = 404, description = "Unknown function (16)", body = ErrorBody)))]
 pub async fn execute(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     Path(name): Path<String>,
     OptionalJsonObject(mut body): OptionalJsonObject,
 ) -> Result<Json<Task>, ApiError> {
@@ -38,11 +42,16 @@ pub async fn execute(
         .remove("data")
         .unwrap_or(Value::Object(Default::default()));
     check_data_size(&data)?;
-    let function = state
-        .functions
-        .get(&name)
-        .await?
-        .ok_or_else(|| unknown_function(&name))?;
+    let function = state.functions.get(&name).await?;
+    // An unknown function is refused like a known one, so names are not revealed to callers
+    // who could not execute them anyway.
+    let mode = function
+        .as_ref()
+        .map_or(PermissionMode::PermissionRequired, |f| {
+            f.execution_options.permission_mode
+        });
+    identity.require_function_mode(mode, FunctionCall::Execute, &name)?;
+    let function = function.ok_or_else(|| unknown_function(&name))?;
     if function.time_limit > MAX_DIRECT_TIME_LIMIT {
         return Err(ApiError::TimeLimitExceedsDirectMaximum(function.time_limit));
     }
@@ -60,8 +69,8 @@ pub async fn execute(
             tags: Vec::new(),
             priority: 0,
             start_timestamp: common::time::now(),
-            created_by_application_id: None,
-            created_by_user_id: None,
+            created_by_application_id: identity.application_id(),
+            created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Direct,
         })

@@ -3,6 +3,7 @@
 
 pub mod api_functions;
 pub mod api_requests;
+pub mod authorize;
 pub mod body;
 pub mod error;
 pub mod execute;
@@ -26,8 +27,10 @@ use utoipa::ToSchema;
 
 use common::db::{ApiRequests, Functions, Schedules, TaskLogs, Tasks, Triggers};
 
+use crate::auth::Authenticator;
 use crate::requester::Requester;
 use common::metrics::Metrics;
+use common::secrets::SecretBox;
 use error::ApiError;
 
 /// Largest request body in general.
@@ -47,14 +50,22 @@ pub struct AppState {
     pub requester: Arc<Requester>,
     pub api_requests: ApiRequests,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<Authenticator>,
 }
 
 impl AppState {
-    pub fn new(pool: Pool, requester: Arc<Requester>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pool: Pool,
+        requester: Arc<Requester>,
+        metrics: Arc<Metrics>,
+        auth: Authenticator,
+        secrets: Arc<SecretBox>,
+    ) -> Self {
         AppState {
             metrics,
+            auth: Arc::new(auth),
             requester,
-            functions: Functions::new(pool.clone()),
+            functions: Functions::new(pool.clone(), secrets),
             tasks: Tasks::new(pool.clone()),
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),
@@ -159,6 +170,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize::authorize,
+        ))
         .with_state(state)
 }
 
@@ -172,6 +187,32 @@ async fn method_not_allowed(request: Request) -> ApiError {
         request.method(),
         request.uri().path()
     ))
+}
+
+/// Longest request target (path and query) accepted.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// Most bytes of request headers accepted, names and values together.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Bounds the request line and headers before routing (the HTTP server's own limits are far
+/// larger and answer without the Extra Horizon error body).
+pub async fn check_request_size(request: Request) -> Result<Request, ApiError> {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return Err(ApiError::UriTooLong(MAX_URI_BYTES));
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::HeadersTooLarge(MAX_HEADER_BYTES));
+    }
+    Ok(request)
 }
 
 /// Clients use both `/tasks/v1/functions/` and `/tasks/v1/schedules`: a trailing slash is

@@ -1,7 +1,7 @@
 //! `/tasks/v1/`: create and list tasks, cancel one, read its logs.
 
-use axum::Json;
 use axum::extract::{Path, RawQuery, State};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -10,6 +10,8 @@ use common::db::task_logs::{LOG_SCHEMA, LogLine};
 use common::db::tasks::{CancelOutcome, NewTask, TASK_SCHEMA};
 use common::domain::{Priority, Task, TaskSource, TaskStatus};
 use common::id::ObjectId;
+
+use crate::auth::Identity;
 
 use super::body::{self, JsonObject, OptionalJsonObject, Required};
 use super::error::{ApiError, ErrorBody};
@@ -47,6 +49,7 @@ pub struct TaskInput {
         (status = 404, description = "The function does not exist (16)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     JsonObject(object): JsonObject,
 ) -> Result<Json<Task>, ApiError> {
     let input: TaskInput = body::parse(object)?;
@@ -76,8 +79,8 @@ pub async fn create(
             tags,
             priority,
             start_timestamp: input.start_timestamp.unwrap_or_else(common::time::now),
-            created_by_application_id: None,
-            created_by_user_id: None,
+            created_by_application_id: identity.application_id(),
+            created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Api,
         })

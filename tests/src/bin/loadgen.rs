@@ -8,6 +8,8 @@
 //! loadgen direct  [--count 500]                sequential direct executions and API calls
 //! ```
 //! Options: `--api http://127.0.0.1:8080` `--database postgres://postgres@127.0.0.1:5432/tasks`.
+//! Credentials: the bearer token in `TASKS_TOKEN`, or one minted with the scheduler's secret
+//! from `TASKS__AUTH__JWT_SECRET` (as `scheduler token` does).
 
 use std::time::{Duration, Instant};
 
@@ -158,6 +160,18 @@ fn summary(name: &str, values: &mut [f64]) -> Value {
     row
 }
 
+fn bearer_token() -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("TASKS_TOKEN") {
+        return Ok(token);
+    }
+    let auth = scheduler::auth::AuthConfig {
+        jwt_secret: std::env::var("TASKS__AUTH__JWT_SECRET").ok(),
+        ..Default::default()
+    };
+    scheduler::auth::token::command(&auth, &[])
+        .map_err(|e| anyhow::anyhow!("{e} (or set TASKS_TOKEN)"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = options()?;
@@ -166,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to the service's database")?;
     tokio::spawn(connection);
     let client = Client {
-        http: reqwest::Client::new(),
+        http: harness::authorized_client(&bearer_token()?),
         api: options.api.clone(),
         db,
     };

@@ -1,0 +1,123 @@
+//! Hostile and oversized input: bounded, answered with a clear error, and harmless.
+
+use harness::TestScheduler;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_statement_stuck_past_the_timeout_is_cancelled_with_code_21() {
+    let app = TestScheduler::start_with(|config| config.database.statement_timeout_ms = 500).await;
+    let mut blocker = app.database.connect().await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE", &[])
+        .await
+        .unwrap();
+    let (status, body) = app.get("/tasks/v1").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], 21, "{body}");
+    lock.rollback().await.unwrap();
+    let (status, body) = app.get("/tasks/v1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([]));
+}
+
+async fn send(app: &TestScheduler, request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{} answered a non-JSON body: {}",
+            app.base_url,
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, body)
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing() {
+    let app = TestScheduler::start().await;
+    app.create_noop_function("fn").await;
+    let deep_json = format!(
+        "{{\"functionName\":\"fn\",\"data\":{{\"a\":{}1{}}}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let long_rql = format!("/tasks/v1?{}", "eq(status,new)&".repeat(2_000));
+    let deep_rql = format!(
+        "/tasks/v1?{}eq(status,new){}",
+        "and(".repeat(500),
+        ")".repeat(500)
+    );
+    // (what, request, status, code)
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, u32)> = vec![
+        (
+            "JSON nested 100,000 deep",
+            app.http
+                .post(app.url("/tasks/v1"))
+                .header("content-type", "application/json")
+                .body(deep_json),
+            400,
+            22,
+        ),
+        (
+            "a body that is not UTF-8",
+            app.http
+                .post(app.url("/tasks/v1"))
+                .header("content-type", "application/json")
+                .body(vec![0xff, 0xfe, 0x00, 0x7b]),
+            400,
+            22,
+        ),
+        (
+            "a 2 MiB body",
+            app.http
+                .post(app.url("/tasks/v1"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 2 * 1024 * 1024]),
+            413,
+            22,
+        ),
+        (
+            "an RQL query of 30 KB",
+            app.http.get(app.url(&long_rql)),
+            414,
+            26,
+        ),
+        (
+            "RQL nested 500 deep",
+            app.http.get(app.url(&deep_rql)),
+            400,
+            19,
+        ),
+        (
+            "a path of 20 KB",
+            app.http
+                .get(app.url(&format!("/tasks/v1/functions/{}", "a".repeat(20_000)))),
+            414,
+            26,
+        ),
+        (
+            "40 KB of headers",
+            app.http
+                .get(app.url("/tasks/v1"))
+                .header("x-padding-1", "p".repeat(20_000))
+                .header("x-padding-2", "p".repeat(20_000)),
+            431,
+            26,
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let (got, body) = send(&app, request).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert_eq!(body["code"], code, "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+    }
+    let (_, tasks) = app.get("/tasks/v1").await;
+    assert_eq!(tasks["page"]["total"], 0, "nothing was created: {tasks}");
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200, "the scheduler is still serving");
+}
