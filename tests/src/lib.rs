@@ -643,6 +643,15 @@ pub fn spawn_worker_binary(
     scheduler: &TestScheduler,
     settings: &[(&str, &str)],
 ) -> tokio::process::Child {
+    spawn_worker_binary_with(scheduler, settings, |_| {})
+}
+
+/// [`spawn_worker_binary`], with `prepare` changing the command just before it starts.
+pub fn spawn_worker_binary_with(
+    scheduler: &TestScheduler,
+    settings: &[(&str, &str)],
+    prepare: impl FnOnce(&mut tokio::process::Command),
+) -> tokio::process::Child {
     let cache = std::env::temp_dir().join(format!(
         "worker-binary-{}",
         common::id::ObjectId::generate()
@@ -660,6 +669,7 @@ pub fn spawn_worker_binary(
     for (key, value) in settings {
         command.env(key, value);
     }
+    prepare(&mut command);
     command.spawn().expect("the worker binary starts")
 }
 
