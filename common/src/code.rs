@@ -108,8 +108,10 @@ fn shown_name<E>(name: Result<std::borrow::Cow<'_, str>, E>) -> String {
 }
 
 /// Unpacks a validated archive into `destination` (which must exist and be empty), keeping the
-/// executable bit of files that had it. Sizes are re-checked while reading, because the sizes
-/// in a zip's directory are only claims.
+/// executable bit of files that had it. Directories end up 0755 and files 0644 (0755 when
+/// executable), whatever the umask: the code is read by function processes running as other
+/// users, none of which may change it. Sizes are re-checked while reading, because the sizes in
+/// a zip's directory are only claims.
 pub fn unpack(bytes: &[u8], destination: &Path) -> Result<(), CodeError> {
     inspect(bytes)?;
     let io = |e: std::io::Error| CodeError::Io(e.to_string());
@@ -147,6 +149,23 @@ pub fn unpack(bytes: &[u8], destination: &Path) -> Result<(), CodeError> {
             let executable = entry.unix_mode().is_some_and(|mode| mode & 0o111 != 0);
             let mode = if executable { 0o755 } else { 0o644 };
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        }
+    }
+    #[cfg(unix)]
+    open_directories(destination).map_err(io)?;
+    Ok(())
+}
+
+/// Sets `directory` and every directory below it to 0755.
+#[cfg(unix)]
+fn open_directories(directory: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o755))?;
+    for entry in std::fs::read_dir(directory)? {
+        let entry = entry?;
+        // file_type does not follow links; unpacking creates none anyway.
+        if entry.file_type()?.is_dir() {
+            open_directories(&entry.path())?;
         }
     }
     Ok(())
@@ -218,6 +237,20 @@ mod tests {
             "hello"
         );
         assert_eq!(std::fs::read_to_string(dir.join("c.txt")).unwrap(), "world");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |path: &str| {
+                std::fs::metadata(dir.join(path))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777
+            };
+            assert_eq!(mode(""), 0o755);
+            assert_eq!(mode("a"), 0o755);
+            assert_eq!(mode("a/b.txt"), 0o644);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,6 +42,7 @@ async fn a_function_sees_only_its_own_variables_and_the_lambda_ones() {
         "LANG",
         "TZ",
         "HOME",
+        "TMPDIR",
         "AWS_LAMBDA_RUNTIME_API",
         "_HANDLER",
         "LAMBDA_TASK_ROOT",

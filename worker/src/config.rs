@@ -50,6 +50,8 @@ pub struct ExecutionConfig {
     pub idle_process_ms: u64,
     /// On SIGTERM, how long running tasks may take to finish before they are handed back.
     pub drain_grace_ms: u64,
+    /// How function processes are kept apart from the worker and from each other.
+    pub sandbox: SandboxConfig,
 }
 
 impl Default for ExecutionConfig {
@@ -61,6 +63,7 @@ impl Default for ExecutionConfig {
             max_idle_processes: 32,
             idle_process_ms: 300_000,
             drain_grace_ms: 25_000,
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -68,5 +71,105 @@ impl Default for ExecutionConfig {
 impl ExecutionConfig {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms.max(300))
+    }
+}
+
+/// How function processes are isolated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// `users` when the worker can switch uids (it runs as root), otherwise `none` with a
+    /// warning at start.
+    #[default]
+    Auto,
+    /// Each process runs as a uid of its own from the configured range; start fails when the
+    /// worker cannot switch uids.
+    Users,
+    /// `users`, and each process also runs under `bwrap`: read-only root file system, private
+    /// `/tmp`, and its own PID, IPC and UTS namespaces (the network is shared, as the Runtime
+    /// API is on loopback).
+    Bubblewrap,
+    /// Processes run as the worker's own uid; the limits below still apply (except
+    /// `max_processes`, which would count the worker's own processes).
+    None,
+}
+
+/// Limits and isolation of function processes.
+///
+/// Cgroups are not used, so the memory of one function is bounded per process:
+/// `max_processes` × the function's `memoryLimit` is what a function that forks can commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    pub isolation: Isolation,
+    /// First uid (and gid) of the range function processes run as; the uids need no entry in
+    /// `/etc/passwd`.
+    pub uid_base: u32,
+    /// Size of the uid range; 0 means `concurrency + max_idle_processes`, one uid per process
+    /// the worker may keep.
+    pub uid_count: u32,
+    /// Directory of the lock files through which workers sharing a host never use the same
+    /// uid at once.
+    pub lock_dir: PathBuf,
+    /// Processes and threads a function process and its children may have (`RLIMIT_NPROC`,
+    /// counted per uid, so per function process with uid isolation).
+    pub max_processes: u64,
+    /// Open files per process (`RLIMIT_NOFILE`).
+    pub max_open_files: u64,
+    /// Largest file a function process may write, in MB (`RLIMIT_FSIZE`).
+    pub max_file_size_mb: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            isolation: Isolation::Auto,
+            uid_base: 64_000,
+            uid_count: 0,
+            lock_dir: PathBuf::from("/run/lock/task-service"),
+            max_processes: 64,
+            max_open_files: 1024,
+            max_file_size_mb: 512,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<WorkerConfig, common::config::ConfigError> {
+        common::config::load_from(
+            None,
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn sandbox_settings_come_from_the_environment() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.worker.sandbox.isolation, Isolation::Auto);
+        assert_eq!(config.worker.sandbox.uid_base, 64_000);
+        let config = load(&[
+            ("TASKS__WORKER__SANDBOX__ISOLATION", "bubblewrap"),
+            ("TASKS__WORKER__SANDBOX__UID_BASE", "100000"),
+            ("TASKS__WORKER__SANDBOX__MAX_FILE_SIZE_MB", "16"),
+        ])
+        .unwrap();
+        assert_eq!(config.worker.sandbox.isolation, Isolation::Bubblewrap);
+        assert_eq!(config.worker.sandbox.uid_base, 100_000);
+        assert_eq!(config.worker.sandbox.max_file_size_mb, 16);
+    }
+
+    #[test]
+    fn bad_sandbox_settings_name_their_key() {
+        let error = load(&[("TASKS__WORKER__SANDBOX__ISOLATION", "chroot")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("worker.sandbox.isolation"), "{error}");
+        let error = load(&[("TASKS__WORKER__SANDBOX__MAX_THREADS", "4")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("max_threads"), "{error}");
     }
 }

@@ -25,6 +25,7 @@ use crate::consumer::{self, Consumer};
 use crate::execute::{Executor, Running};
 use crate::runtime::RuntimePool;
 use crate::runtime::code_cache::CodeCache;
+use crate::runtime::sandbox::Sandbox;
 
 pub struct Worker {
     listener: TcpListener,
@@ -45,11 +46,18 @@ impl Worker {
         let functions = Functions::new(pool.clone(), secrets);
         let code = CodeCache::new(config.worker.cache_dir.join("code"), functions.clone());
         let metrics = Arc::new(Metrics::new());
+        // One sandbox per process the worker may keep: the busy ones and the warm ones.
+        let sandbox = Sandbox::prepare(
+            &config.worker.sandbox,
+            &config.worker.cache_dir,
+            config.worker.concurrency + config.worker.max_idle_processes,
+        )?;
         let runtimes = RuntimePool::new(
             &config.worker.cache_dir,
             code,
             config.worker.max_idle_processes,
             metrics.clone(),
+            sandbox,
         )
         .with_context(|| {
             format!(

@@ -3,7 +3,10 @@
 //! The process long-polls `GET …/invocation/next`, runs the handler and answers with
 //! `POST …/invocation/{id}/response` or `…/error`; a handler that cannot even be loaded
 //! reports `POST …/init/error`. Each process gets its own listener, so the fixed Lambda paths
-//! need no per-process routing.
+//! need no per-process routing. When the process has a uid of its own, the listener only
+//! accepts connections from sockets of that uid: any local process can connect to a loopback
+//! port, and one that took another function's invocations would see its events and answer
+//! for it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,9 +19,9 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use axum::serve::Listener;
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Largest response or error body a function may post, as Lambda's synchronous limit.
@@ -71,9 +74,16 @@ impl Drop for RuntimeApi {
 }
 
 impl RuntimeApi {
-    pub async fn start(function_name: &str) -> std::io::Result<RuntimeApi> {
+    /// Serves on a free loopback port; with `owner`, only to sockets of that uid.
+    pub async fn start(function_name: &str, owner: Option<u32>) -> std::io::Result<RuntimeApi> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
+        let listener = OwnerOnly {
+            inner: listener,
+            address,
+            owner,
+            warned: false,
+        };
         let (invocations, receiver) = mpsc::channel(1);
         let (init_sender, init_error) = oneshot::channel();
         let state = Arc::new(ApiState {
@@ -93,10 +103,6 @@ impl RuntimeApi {
             .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
             .with_state(state);
         let server = tokio::spawn(async move {
-            // Replies go out as soon as they are written: Nagle's delay would add tens of ms.
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
             let _ = axum::serve(listener, router).await;
         });
         Ok(RuntimeApi {
@@ -105,6 +111,61 @@ impl RuntimeApi {
             init_error,
             server,
         })
+    }
+}
+
+/// A listener that drops connections from sockets of any uid but `owner`.
+struct OwnerOnly {
+    inner: TcpListener,
+    address: SocketAddr,
+    owner: Option<u32>,
+    /// Refusals are logged once per server, so a process cannot flood the worker's log.
+    warned: bool,
+}
+
+impl OwnerOnly {
+    async fn admits(&mut self, peer: SocketAddr) -> bool {
+        let Some(owner) = self.owner else {
+            return true;
+        };
+        let local = self.address;
+        let found = tokio::task::spawn_blocking(move || super::peer::peer_uid(peer, local)).await;
+        let uid = match found {
+            Ok(Ok(uid)) => uid,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not read the socket tables; Runtime API connection refused");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        if uid == Some(owner) {
+            return true;
+        }
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(%peer, ?uid, owner, "refused a Runtime API connection from another user's process");
+        }
+        false
+    }
+}
+
+impl Listener for OwnerOnly {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            let (stream, peer) = Listener::accept(&mut self.inner).await;
+            if self.admits(peer).await {
+                // Replies go out as soon as they are written: Nagle's delay would add tens of ms.
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.address)
     }
 }
 

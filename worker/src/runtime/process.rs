@@ -1,7 +1,8 @@
-//! One function process: spawned with a clean environment in its own process group, under a
-//! memory rlimit, talking to its own Runtime API server; invoked one event at a time.
+//! One function process: spawned in its sandbox (see `sandbox`) with a clean environment in its
+//! own process group, talking to its own Runtime API server; invoked one event at a time.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::api::{Invocation, Reply, RuntimeApi};
 use super::output::OutputCapture;
+use super::sandbox::{Cell, Sandbox};
 
 /// What the worker knows about the function a process runs.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct FunctionSpec {
 /// Where the project's own bootstraps live on disk.
 #[derive(Debug, Clone)]
 pub struct Bootstraps {
+    /// The directory holding them, readable by every function process.
+    pub directory: PathBuf,
     pub python: PathBuf,
     pub node: PathBuf,
 }
@@ -51,54 +55,44 @@ pub struct FunctionProcess {
     exited: watch::Receiver<Option<String>>,
     output: OutputCapture,
     memory_limit_mb: u64,
+    /// Dropped last: retiring it kills whatever is left under the process's uid.
+    cell: Cell,
 }
 
 impl FunctionProcess {
+    /// Starts the function's runtime in `cell`, which the process keeps until it ends.
     pub async fn spawn(
         spec: &FunctionSpec,
         code_dir: &Path,
         bootstraps: &Bootstraps,
+        sandbox: &Sandbox,
+        cell: Cell,
     ) -> Result<FunctionProcess, TaskError> {
-        let api = RuntimeApi::start(&spec.name).await.map_err(|e| {
-            TaskError::invocation(
-                "Runtime.StartFailed",
-                format!("could not start the runtime API: {e}"),
-            )
-        })?;
-
-        let mut command = match spec.runtime {
-            Runtime::Python => {
-                let mut command = tokio::process::Command::new("python3");
-                command.arg("-u").arg(&bootstraps.python);
-                command
-            }
-            Runtime::Node => {
-                let mut command = tokio::process::Command::new("node");
-                // Lets V8 fail with a clear heap error before the rlimit hits.
-                command
-                    .arg(format!("--max-old-space-size={}", spec.memory_limit_mb))
-                    .arg(&bootstraps.node);
-                command
-            }
-            Runtime::Provided => {
-                let bootstrap = code_dir.join("bootstrap");
-                if !bootstrap.is_file() {
-                    return Err(TaskError::invocation(
-                        "Runtime.InvalidEntrypoint",
-                        "the code archive of a `provided` function must contain an executable `bootstrap`",
-                    ));
-                }
-                tokio::process::Command::new(bootstrap)
-            }
-        };
+        let api = RuntimeApi::start(&spec.name, cell.uid())
+            .await
+            .map_err(|e| {
+                TaskError::invocation(
+                    "Runtime.StartFailed",
+                    format!("could not start the runtime API: {e}"),
+                )
+            })?;
+        let (program, args) = launch(spec, code_dir, bootstraps)?;
+        let mut command = sandbox.command(
+            &cell,
+            &program,
+            &args,
+            code_dir,
+            &bootstraps.directory,
+            spec.memory_limit_mb,
+        );
         command
-            .current_dir(code_dir)
             .env_clear()
             .envs(&spec.environment)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
             .env("TZ", ":UTC")
-            .env("HOME", code_dir)
+            .env("HOME", cell.home())
+            .env("TMPDIR", cell.home())
             .env("AWS_LAMBDA_RUNTIME_API", api.address.to_string())
             .env("_HANDLER", &spec.entry_point)
             .env("LAMBDA_TASK_ROOT", code_dir)
@@ -121,27 +115,6 @@ impl FunctionProcess {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let memory_bytes = spec.memory_limit_mb.saturating_mul(1024 * 1024);
-        // SAFETY: the closure runs in the forked child before exec and only calls setrlimit and
-        // prctl, which are async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                // RLIMIT_DATA counts the writable memory a process commits (heap, anonymous
-                // mappings) but not address space merely reserved, which node reserves a lot of.
-                let limit = libc::rlimit {
-                    rlim_cur: memory_bytes as libc::rlim_t,
-                    rlim_max: memory_bytes as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // If the worker dies (even by SIGKILL) its function processes die with it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut child = command.spawn().map_err(|e| {
             TaskError::invocation(
                 "Runtime.InvalidEntrypoint",
@@ -174,6 +147,7 @@ impl FunctionProcess {
             exited,
             output,
             memory_limit_mb: spec.memory_limit_mb,
+            cell,
         })
     }
 
@@ -305,8 +279,14 @@ impl FunctionProcess {
         )
     }
 
-    /// Kills the whole process group.
+    /// Kills the process group, and with uid isolation every process of the uid, since a
+    /// child may have left the group with `setsid()`.
     pub fn kill(&self) {
+        self.kill_group();
+        self.cell.kill_all();
+    }
+
+    fn kill_group(&self) {
         if self.pgid > 0 {
             // SAFETY: plain syscall on a process group this worker created.
             unsafe {
@@ -318,8 +298,44 @@ impl FunctionProcess {
 
 impl Drop for FunctionProcess {
     fn drop(&mut self) {
-        self.kill();
+        // The cell, dropped after this, kills the rest of the uid and removes the home.
+        self.kill_group();
     }
+}
+
+/// The program and arguments that start the function's runtime.
+fn launch(
+    spec: &FunctionSpec,
+    code_dir: &Path,
+    bootstraps: &Bootstraps,
+) -> Result<(PathBuf, Vec<OsString>), TaskError> {
+    Ok(match spec.runtime {
+        Runtime::Python => (
+            PathBuf::from("python3"),
+            vec!["-u".into(), bootstraps.python.clone().into()],
+        ),
+        Runtime::Node => (
+            PathBuf::from("node"),
+            vec![
+                // Lets V8 fail with a clear heap error before the rlimit hits.
+                format!("--max-old-space-size={}", spec.memory_limit_mb).into(),
+                bootstraps.node.clone().into(),
+            ],
+        ),
+        Runtime::Provided => {
+            let bootstrap = code_dir.join("bootstrap");
+            if !bootstrap.is_file() {
+                return Err(TaskError::invocation(
+                    "Runtime.InvalidEntrypoint",
+                    "the code archive of a `provided` function must contain an executable `bootstrap`",
+                ));
+            }
+            // Relative to the process's working directory, the code: a path naming the code's
+            // directory would show in the world-readable /proc/<pid>/cmdline and lead other
+            // users' functions to this function's code.
+            (PathBuf::from("./bootstrap"), Vec::new())
+        }
+    })
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {

@@ -1,0 +1,513 @@
+//! Keeps function processes away from the worker and from each other.
+//!
+//! With uid isolation each process runs as a uid of its own, leased from a range for as long
+//! as the process lives, with a fresh private home directory. Other tenants' processes, the
+//! worker's environment (`/proc/<pid>/environ`) and its configuration files are then out of
+//! reach by ordinary file permissions. When a process is retired, everything still running
+//! under its uid is killed and its files are removed before the uid is leased again. In every
+//! mode the process gets rlimits, no descriptors of the worker, and dies with the worker.
+
+mod child;
+pub mod uids;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+
+use crate::config::{Isolation, SandboxConfig};
+use child::Limits;
+use uids::{UidLease, UidPool, kill_all_of};
+
+/// How processes are isolated, as resolved at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    None,
+    Users,
+    /// Users, and the command runs under this `bwrap`.
+    Bubblewrap(PathBuf),
+}
+
+/// World-writable directories where a process of a sandbox uid may leave files behind for the
+/// next process of that uid; swept when a uid is retired (`bubblewrap` hides them instead).
+const SHARED_TEMPORARY_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+pub struct Sandbox {
+    mode: Mode,
+    uids: Option<UidPool>,
+    /// Parent of the private homes.
+    work_root: PathBuf,
+    /// Hidden from processes under bubblewrap, except their own code, home and bootstraps.
+    cache_dir: PathBuf,
+    processes: u64,
+    open_files: u64,
+    file_size_bytes: u64,
+    /// Names homes without uid isolation.
+    next_home: AtomicU64,
+}
+
+/// Why no sandbox could be set up for a new process.
+#[derive(Debug)]
+pub enum EnterError {
+    /// Every uid of the range is in use.
+    NoFreeUid,
+    Failed(io::Error),
+}
+
+impl Sandbox {
+    /// Resolves the isolation mode and prepares the directories and the uid range for up to
+    /// `processes` function processes at once. Errors name the configuration key.
+    pub fn prepare(
+        config: &SandboxConfig,
+        cache_dir: &Path,
+        processes: usize,
+    ) -> anyhow::Result<Sandbox> {
+        let work_root = cache_dir.join("work");
+        for directory in [&cache_dir.join("code"), &work_root] {
+            // Searchable but not listable: a process reaches its own code and home by name only.
+            create_dir_with_mode(directory, 0o711)
+                .with_context(|| format!("preparing worker.cache_dir = {}", cache_dir.display()))?;
+        }
+        let count = match config.uid_count {
+            0 => u32::try_from(processes).unwrap_or(u32::MAX),
+            count => count,
+        };
+        let mut sandbox = Sandbox {
+            mode: Mode::None,
+            uids: None,
+            work_root,
+            cache_dir: cache_dir.to_path_buf(),
+            processes: config.max_processes,
+            open_files: config.max_open_files,
+            file_size_bytes: config.max_file_size_mb.saturating_mul(1024 * 1024),
+            next_home: AtomicU64::new(0),
+        };
+        match config.isolation {
+            Isolation::None => {}
+            // Root can switch uids; from then on auto behaves as `users`.
+            Isolation::Auto if euid() == 0 => sandbox.isolate(config, count, None)?,
+            Isolation::Auto => tracing::warn!(
+                "FUNCTIONS ARE NOT ISOLATED: the worker runs as uid {}, so its function processes \
+                 run as that user too and can read its environment, its files and each other's. \
+                 Run the worker as root so that each function process gets a uid of its own, or \
+                 set worker.sandbox.isolation = \"none\" to accept this.",
+                euid()
+            ),
+            Isolation::Users => sandbox.isolate(config, count, None)?,
+            Isolation::Bubblewrap => {
+                let bwrap = find_program("bwrap").context(
+                    "configuration: worker.sandbox.isolation = \"bubblewrap\" needs `bwrap` on the PATH",
+                )?;
+                sandbox.isolate(config, count, Some(bwrap))?;
+            }
+        }
+        if sandbox.mode != Mode::None {
+            check_searchable(cache_dir)?;
+        }
+        tracing::info!(mode = ?sandbox.mode, "function processes sandboxed");
+        Ok(sandbox)
+    }
+
+    /// Switches to uid isolation once the worker has shown it can switch uids (and run
+    /// `bwrap` if given).
+    fn isolate(
+        &mut self,
+        config: &SandboxConfig,
+        count: u32,
+        bwrap: Option<PathBuf>,
+    ) -> anyhow::Result<()> {
+        let key = match bwrap {
+            Some(_) => "bubblewrap",
+            None => "users",
+        };
+        if euid() != 0 {
+            bail!(
+                "configuration: worker.sandbox.isolation = \"{key}\" needs a worker that can switch \
+                 uids (running as root), but it runs as uid {}",
+                euid()
+            );
+        }
+        let pool = UidPool::new(config.uid_base, count, &config.lock_dir).with_context(|| {
+            format!(
+                "configuration: worker.sandbox.uid_base = {}, uid_count = {count}, lock_dir = {}",
+                config.uid_base,
+                config.lock_dir.display()
+            )
+        })?;
+        let probe = pool
+            .lease()
+            .context("configuration: worker.sandbox.lock_dir")?
+            .context("configuration: every uid of worker.sandbox.uid_base .. + uid_count is held by other workers")?;
+        kill_all_of(probe.uid())
+            .context("configuration: worker.sandbox.isolation: cannot switch uids")?;
+        if let Some(bwrap) = &bwrap {
+            probe_bubblewrap(bwrap, probe.uid())?;
+        }
+        drop(probe);
+        self.uids = Some(pool);
+        self.mode = match bwrap {
+            Some(bwrap) => Mode::Bubblewrap(bwrap),
+            None => Mode::Users,
+        };
+        Ok(())
+    }
+
+    /// Prepares the ground for a new process: a uid of its own (with uid isolation), clear of
+    /// anything a previous holder left, and a fresh private home.
+    pub fn enter(&self) -> Result<Cell, EnterError> {
+        let Some(pool) = &self.uids else {
+            let home = self.work_root.join(format!(
+                "{}-{}",
+                std::process::id(),
+                self.next_home.fetch_add(1, Ordering::Relaxed)
+            ));
+            let cell = Cell {
+                home,
+                uid: None,
+                sweep_shared: false,
+            };
+            fresh_home(&cell.home, None).map_err(EnterError::Failed)?;
+            return Ok(cell);
+        };
+        let lease = pool
+            .lease()
+            .map_err(EnterError::Failed)?
+            .ok_or(EnterError::NoFreeUid)?;
+        let cell = Cell {
+            home: self.work_root.join(lease.uid().to_string()),
+            uid: Some(lease),
+            sweep_shared: self.mode == Mode::Users,
+        };
+        // A worker that crashed may have left processes and files under this uid.
+        cell.clear().map_err(EnterError::Failed)?;
+        fresh_home(&cell.home, cell.uid()).map_err(EnterError::Failed)?;
+        Ok(cell)
+    }
+
+    /// The command that starts `program` in `cell`, with the limits applied; `readable` is the
+    /// directory it needs besides its code (the bootstraps).
+    pub fn command(
+        &self,
+        cell: &Cell,
+        program: &Path,
+        args: &[OsString],
+        code_dir: &Path,
+        readable: &Path,
+        memory_limit_mb: u64,
+    ) -> tokio::process::Command {
+        let mut command = match &self.mode {
+            Mode::Bubblewrap(bwrap) => {
+                let mut command = tokio::process::Command::new(bwrap);
+                command
+                    .args(self.bubblewrap_args(cell, code_dir, readable))
+                    .arg("--")
+                    .arg(program);
+                command
+            }
+            Mode::None | Mode::Users => tokio::process::Command::new(program),
+        };
+        command.args(args).current_dir(code_dir);
+        if let Some(uid) = cell.uid() {
+            // The standard library also drops the supplementary groups when it switches.
+            command.uid(uid).gid(uid);
+        }
+        let limits = Limits {
+            memory_bytes: memory_limit_mb.saturating_mul(1024 * 1024),
+            processes: cell.uid().map(|_| self.processes),
+            open_files: self.open_files,
+            file_size_bytes: self.file_size_bytes,
+        };
+        let worker = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (see `child`).
+        unsafe {
+            command.pre_exec(move || limits.apply_in_child(worker));
+        }
+        command
+    }
+
+    /// A read-only view of the host with a private `/tmp`, `/dev/shm` and home, the worker's
+    /// cache hidden but for this process's code and the bootstraps, and namespaces of its own
+    /// except the network's (the Runtime API listens on loopback).
+    fn bubblewrap_args(&self, cell: &Cell, code_dir: &Path, readable: &Path) -> Vec<OsString> {
+        let mut args: Vec<OsString> = [
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/dev/shm",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--new-session",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        // In this order: the later mounts lie inside the hidden cache.
+        let mut option = |name: &str, paths: &[&Path]| {
+            args.push(name.into());
+            args.extend(paths.iter().map(|path| path.as_os_str().to_owned()));
+        };
+        option("--tmpfs", &[&self.cache_dir]);
+        option("--ro-bind", &[code_dir, code_dir]);
+        option("--ro-bind", &[readable, readable]);
+        option("--bind", &[&cell.home, &cell.home]);
+        option("--chdir", &[code_dir]);
+        args
+    }
+}
+
+/// What one process holds of the sandbox: its uid (with uid isolation) and its private home.
+/// Dropping it retires both.
+pub struct Cell {
+    home: PathBuf,
+    uid: Option<UidLease>,
+    sweep_shared: bool,
+}
+
+impl Cell {
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The uid the process runs as, when it has one of its own.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid.as_ref().map(UidLease::uid)
+    }
+
+    /// Kills every process of the uid, wherever it went.
+    pub fn kill_all(&self) {
+        if let Some(uid) = self.uid()
+            && let Err(error) = kill_all_of(uid)
+        {
+            tracing::error!(uid, %error, "could not stop the processes of a sandbox uid");
+        }
+    }
+
+    /// Kills the uid's processes, then removes what they may have left in shared temporary
+    /// directories.
+    fn clear(&self) -> io::Result<()> {
+        let Some(uid) = self.uid() else {
+            return Ok(());
+        };
+        kill_all_of(uid)?;
+        if self.sweep_shared {
+            for directory in SHARED_TEMPORARY_DIRS {
+                remove_entries_of(Path::new(directory), uid);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cell {
+    /// Runs synchronously (a fork and a few file removals): a retired uid must be clear before
+    /// anyone may lease it, and at shutdown no later moment is guaranteed.
+    fn drop(&mut self) {
+        if let Err(error) = self.clear() {
+            // Keep the uid out of circulation: its processes may still be running.
+            tracing::error!(uid = self.uid(), %error, "could not clear a sandbox uid; it is not used again");
+            if let Some(lease) = self.uid.take() {
+                std::mem::forget(lease);
+            }
+        }
+        if let Err(error) = remove_if_present(&self.home) {
+            tracing::warn!(home = %self.home.display(), %error, "could not remove a function's home");
+        }
+    }
+}
+
+/// Creates `home` empty, owned by `uid` (when given) and private to it.
+fn fresh_home(home: &Path, uid: Option<u32>) -> io::Result<()> {
+    remove_if_present(home)?;
+    std::fs::create_dir(home)?;
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(home, Some(uid), Some(uid))?;
+    }
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+}
+
+fn remove_if_present(directory: &Path) -> io::Result<()> {
+    // remove_dir_all does not follow symbolic links the function may have planted.
+    match std::fs::remove_dir_all(directory) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes the entries directly in `directory` that belong to `uid`.
+fn remove_entries_of(directory: &Path, uid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        if metadata.uid() != uid {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if metadata.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(error) = removed {
+            tracing::warn!(path = %path.display(), %error, "could not remove a file a function left");
+        }
+    }
+}
+
+fn create_dir_with_mode(directory: &Path, mode: u32) -> io::Result<()> {
+    std::fs::create_dir_all(directory)?;
+    std::fs::set_permissions(directory, std::fs::Permissions::from_mode(mode))
+}
+
+/// Sandbox uids reach their code through every directory above the cache.
+fn check_searchable(cache_dir: &Path) -> anyhow::Result<()> {
+    let absolute = std::fs::canonicalize(cache_dir)
+        .with_context(|| format!("worker.cache_dir = {}", cache_dir.display()))?;
+    for directory in absolute.ancestors() {
+        let mode = std::fs::metadata(directory)
+            .with_context(|| format!("worker.cache_dir: {}", directory.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            bail!(
+                "configuration: worker.cache_dir = {}: {} is not searchable by other users, so \
+                 sandboxed function processes could not reach their code",
+                cache_dir.display(),
+                directory.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs `true` under bubblewrap as a sandbox uid, as functions will run.
+fn probe_bubblewrap(bwrap: &Path, uid: u32) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let output = std::process::Command::new(bwrap)
+        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+        .args([
+            "--unshare-pid",
+            "--die-with-parent",
+            "--new-session",
+            "--",
+            "true",
+        ])
+        .uid(uid)
+        .gid(uid)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .current_dir("/")
+        .output()
+        .context("configuration: worker.sandbox.isolation = \"bubblewrap\": could not run bwrap")?;
+    if !output.status.success() {
+        bail!(
+            "configuration: worker.sandbox.isolation = \"bubblewrap\": bwrap does not work here ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_has_a_private_home_until_it_is_dropped() {
+        let cache =
+            std::env::temp_dir().join(format!("sandbox-{}", common::id::ObjectId::generate()));
+        let config = SandboxConfig {
+            isolation: Isolation::None,
+            ..SandboxConfig::default()
+        };
+        let sandbox = Sandbox::prepare(&config, &cache, 2).unwrap();
+        let cell = sandbox.enter().unwrap();
+        let other = sandbox.enter().unwrap();
+        assert_ne!(cell.home(), other.home());
+        assert_eq!(cell.uid(), None);
+        let mode = std::fs::metadata(cell.home()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        std::fs::write(cell.home().join("left-behind"), "x").unwrap();
+        let home = cell.home().to_path_buf();
+        drop(cell);
+        assert!(!home.exists(), "the home goes with its cell");
+        drop(other);
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn bubblewrap_sees_only_its_own_code_home_and_bootstraps() {
+        let cache = PathBuf::from("/var/cache/tasks");
+        let sandbox = Sandbox {
+            mode: Mode::Bubblewrap(PathBuf::from("/usr/bin/bwrap")),
+            uids: None,
+            work_root: cache.join("work"),
+            cache_dir: cache.clone(),
+            processes: 64,
+            open_files: 1024,
+            file_size_bytes: 1,
+            next_home: AtomicU64::new(0),
+        };
+        let cell = Cell {
+            home: cache.join("work/64000"),
+            uid: None,
+            sweep_shared: false,
+        };
+        let args = sandbox.bubblewrap_args(&cell, &cache.join("code/abc"), &cache.join("runtimes"));
+        let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+        let joined = args.join(" ");
+        assert!(joined.starts_with("--ro-bind / / "), "{joined}");
+        assert!(joined.contains("--tmpfs /var/cache/tasks --ro-bind /var/cache/tasks/code/abc /var/cache/tasks/code/abc"), "{joined}");
+        assert!(
+            joined.contains("--bind /var/cache/tasks/work/64000 /var/cache/tasks/work/64000"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("--chdir /var/cache/tasks/code/abc"),
+            "{joined}"
+        );
+        for flag in [
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--new-session",
+        ] {
+            assert!(args.contains(&flag), "{flag}: {joined}");
+        }
+        assert!(
+            !args.contains(&"--unshare-net"),
+            "the Runtime API is on loopback"
+        );
+    }
+}
