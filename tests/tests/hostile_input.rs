@@ -70,6 +70,20 @@ async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing()
             22,
         ),
         (
+            "a NUL character in a string",
+            app.http
+                .post(app.url("/tasks/v1"))
+                .json(&json!({"functionName": "fn", "data": {"note": "a\u{0}b"}})),
+            400,
+            22,
+        ),
+        (
+            "a NUL character in a path",
+            app.http.get(app.url("/tasks/v1/functions/fn%00")),
+            400,
+            15,
+        ),
+        (
             "a 2 MiB body",
             app.http
                 .post(app.url("/tasks/v1"))
@@ -120,4 +134,83 @@ async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing()
     assert_eq!(tasks["page"]["total"], 0, "nothing was created: {tasks}");
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, 200, "the scheduler is still serving");
+}
+
+/// A `provided` runtime that misbehaves towards the Runtime API in the way `MODE` says.
+const HOSTILE_BOOTSTRAP: &str = r#"#!/usr/bin/env python3
+import http.client, os, socket, time
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+mode = os.environ["MODE"]
+api = http.client.HTTPConnection(host, int(port))
+if mode == "noise":
+    raw = socket.create_connection((host, int(port)))
+    raw.sendall(b"\x00\x01GARBAGE\r\n\r\n")
+    raw.close()
+    api.request("POST", "/2018-06-01/runtime/invocation/not-mine/response", body=b"{}")
+    api.getresponse().read()
+    api.request("GET", "/anything/else")
+    api.getresponse().read()
+api.request("GET", "/2018-06-01/runtime/invocation/next")
+answer = api.getresponse()
+request_id = answer.getheader("lambda-runtime-aws-request-id")
+answer.read()
+if mode == "noise":
+    raise SystemExit(3)
+body = b"this is not json {" if mode == "garbage" else b"x" * (7 * 1024 * 1024)
+try:
+    api.request("POST", f"/2018-06-01/runtime/invocation/{request_id}/response", body=body)
+    api.getresponse().read()
+except OSError:
+    pass
+time.sleep(30)
+"#;
+
+fn hostile_code() -> String {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .start_file(
+            "bootstrap",
+            zip::write::SimpleFileOptions::default().unix_permissions(0o755),
+        )
+        .unwrap();
+    writer.write_all(HOSTILE_BOOTSTRAP.as_bytes()).unwrap();
+    harness::base64(&writer.finish().unwrap().into_inner())
+}
+
+#[tokio::test]
+async fn a_function_abusing_the_runtime_api_fails_only_its_own_task() {
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(1).await;
+    app.create_noop_function("noop").await;
+    let code = hostile_code();
+    let cases = [
+        ("garbage", "Runtime.InvalidResponse"),
+        ("huge", "Runtime.ResponseTooLarge"),
+        ("noise", "Runtime.ExitError"),
+    ];
+    for (mode, error) in cases {
+        let (status, body) = app
+            .post(
+                "/tasks/v1/functions",
+                &json!({"name": mode, "code": code, "entryPoint": "unused", "runtime": "provided.al2023",
+                        "timeLimit": 20, "environmentVariables": {"MODE": {"value": mode}}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, task) = app.post("/tasks/v1", &json!({"functionName": mode})).await;
+        let task = app.wait_until_finished(task["id"].as_str().unwrap()).await;
+        assert_eq!(task["status"], "failed", "{mode}: {task}");
+        assert_eq!(task["error"]["name"], error, "{mode}: {task}");
+        // The worker is unharmed: the next task completes.
+        let ids = app.create_tasks("noop", 1).await;
+        app.assert_all_complete(&ids).await;
+    }
+    let ready = app
+        .http
+        .get(format!("{}/readyz", worker.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
 }

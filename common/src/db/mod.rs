@@ -58,6 +58,13 @@ impl StoreError {
         self.sql_state() == Some(&SqlState::QUERY_CANCELED)
     }
 
+    /// The value could not be stored (class 22, "data exception": out-of-range numbers or
+    /// timestamps, characters Postgres cannot hold): the caller's input, not the service.
+    pub fn is_data_exception(&self) -> bool {
+        self.sql_state()
+            .is_some_and(|state| state.code().starts_with("22"))
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         self.sql_state() == Some(&SqlState::UNIQUE_VIOLATION)
     }

@@ -12,7 +12,7 @@ use super::paging::{LOG_LIMITS, ListQuery, PageInfo, PagedResult, RESOURCE_LIMIT
 use super::tasks::LogPage;
 
 #[utoipa::path(get, path = "/tasks/v1/apiRequests", tag = "api functions",
-    params(("rql" = Option<String>, Query, description = "RQL expression, e.g. `sort(-timestamp)`")),
+    description = "Filter, sort and page with RQL in the query string: `sort(-timestamp)`",
     responses(
         (status = 200, description = "A page of API requests", body = PagedResult),
         (status = 400, description = "Invalid RQL (19)", body = ErrorBody)))]
@@ -27,8 +27,8 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/tasks/v1/apiRequests/{apiRequestId}/logs", tag = "api functions",
     params(
-        ("apiRequestId" = String, Path, description = "API request id"),
-        ("rql" = Option<String>, Query, description = "Only a bound on `timestamp`")),
+        ("apiRequestId" = String, Path, description = "API request id")),
+    description = "RQL in the query string: only a bound on `timestamp`",
     responses(
         (status = 200, description = "Log lines, oldest first", body = LogPage),
         (status = 400, description = "No logs (1413), invalid RQL (19)", body = ErrorBody),

@@ -219,6 +219,13 @@ impl From<StoreError> for ApiError {
             tracing::warn!(%error, "a statement ran into database.statement_timeout_ms");
             return ApiError::LongQuery;
         }
+        if error.is_data_exception() {
+            tracing::warn!(%error, "refused a value the database cannot store");
+            return ApiError::FieldFormat(
+                "A value cannot be stored: it is out of range or holds characters that cannot be stored"
+                    .to_owned(),
+            );
+        }
         // The client learns only that something failed; the details go to the log.
         tracing::error!(%error, "storage error while serving a request");
         ApiError::Server

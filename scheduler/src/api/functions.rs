@@ -213,7 +213,7 @@ pub async fn delete(
     }
 }
 
-#[utoipa::path(post, path = "/tasks/v1/functions/{name}/enable", tag = "functions",
+#[utoipa::path(method(get, post), path = "/tasks/v1/functions/{name}/enable", tag = "functions",
     params(("name" = String, Path, description = "Function name")),
     responses(
         (status = 200, description = "Enabled (a no-op when already enabled)", body = AffectedRecords),
@@ -226,7 +226,7 @@ pub async fn enable(
     set_enabled(&state, &name, true).await
 }
 
-#[utoipa::path(post, path = "/tasks/v1/functions/{name}/disable", tag = "functions",
+#[utoipa::path(method(get, post), path = "/tasks/v1/functions/{name}/disable", tag = "functions",
     params(("name" = String, Path, description = "Function name")),
     responses(
         (status = 200, description = "Disabled: its tasks wait until it is enabled again", body = AffectedRecords),

@@ -17,7 +17,8 @@ pub mod triggers;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
@@ -169,7 +170,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rest)
         .merge(api)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(method_not_allowed))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize::authorize,
@@ -181,12 +182,26 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::unknown(format_args!("no endpoint at {}", uri.path()))
 }
 
-async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::MethodNotAllowed(format!(
-        "{} is not supported on {}",
-        request.method(),
-        request.uri().path()
+/// The router answers an unsupported method with an empty 405 and the `Allow` header; the
+/// body becomes the Extra Horizon error, the header stays.
+async fn method_not_allowed(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    let mut rewritten = ApiError::MethodNotAllowed(format!(
+        "This method is not supported here; allowed: {allowed}"
     ))
+    .into_response();
+    if let Some(allow) = allow {
+        rewritten.headers_mut().insert(header::ALLOW, allow);
+    }
+    rewritten
 }
 
 /// Longest request target (path and query) accepted.

@@ -37,14 +37,14 @@ use super::{
 )]
 pub struct ApiDoc;
 
-/// Declares the bearer token and adds the authentication failures (104, 10) to every
-/// operation, which all answer them.
+/// What every operation shares, added here once: the bearer token; the failures any request
+/// can meet before its handler (400 malformed id or value, 401, 405, 413, 414, 431); and the
+/// shape of path parameters, so generated clients and fuzzers send well-formed ids.
 struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
         let components = document.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -59,15 +59,23 @@ impl utoipa::Modify for Security {
             "bearer",
             Vec::<String>::new(),
         )]);
-        let unauthorized = ResponseBuilder::new()
-            .description("Not authenticated (104) or missing the permission (10)")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
+        let common = [
+            (
+                "400",
+                "Invalid input: a malformed id (12) or a value that cannot be stored (15)",
+            ),
+            (
+                "401",
+                "Not authenticated (104) or missing the permission (10)",
+            ),
+            (
+                "405",
+                "Method not allowed (26); the `Allow` header lists the allowed ones",
+            ),
+            ("413", "The body is too large (22)"),
+            ("414", "The path and query are too long (26)"),
+            ("431", "The headers are too large (26)"),
+        ];
         for item in document.paths.paths.values_mut() {
             for operation in [
                 &mut item.get,
@@ -79,14 +87,58 @@ impl utoipa::Modify for Security {
             .into_iter()
             .flatten()
             {
-                operation
-                    .responses
-                    .responses
-                    .entry("401".to_owned())
-                    .or_insert_with(|| RefOr::T(unauthorized.clone()));
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    constrain_path_parameter(parameter);
+                }
             }
         }
     }
+}
+
+fn error_response(
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
+    use utoipa::openapi::{ResponseBuilder, content::ContentBuilder};
+    utoipa::openapi::RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// Ids are 24 hex digits; function names are `[A-Za-z0-9_-]{1,128}`.
+fn constrain_path_parameter(parameter: &mut utoipa::openapi::path::Parameter) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ObjectBuilder, Type};
+    if parameter.parameter_in != ParameterIn::Path {
+        return;
+    }
+    let pattern = if parameter.name.ends_with("Id") {
+        "^[0-9a-fA-F]{24}$"
+    } else if parameter.name == "name" {
+        "^[A-Za-z0-9_-]{1,128}$"
+    } else {
+        return;
+    };
+    parameter.schema = Some(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .into(),
+    );
 }
 
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {

@@ -99,7 +99,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/tasks/v1/schedules", tag = "schedules",
-    params(("rql" = Option<String>, Query, description = "RQL expression")),
+    description = "Filter, sort and page with RQL in the query string: `eq(field,value)&sort(-field)&limit(n)`",
     responses(
         (status = 200, description = "A page of schedules", body = PagedResult),
         (status = 400, description = "Invalid RQL (19)", body = ErrorBody)))]

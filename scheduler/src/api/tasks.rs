@@ -115,7 +115,7 @@ pub fn check_tags(tags: &[String]) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/tasks/v1", tag = "tasks",
-    params(("rql" = Option<String>, Query, description = "RQL expression, e.g. `eq(status,new)&sort(-priority)&limit(10)`")),
+    description = "Filter, sort and page with RQL in the query string: `eq(status,new)&sort(-priority)&limit(10)`",
     responses(
         (status = 200, description = "A page of tasks", body = PagedResult),
         (status = 400, description = "Invalid RQL (19)", body = ErrorBody)))]
@@ -165,8 +165,8 @@ impl LogPage {
 
 #[utoipa::path(get, path = "/tasks/v1/{taskId}/logs", tag = "tasks",
     params(
-        ("taskId" = String, Path, description = "Task id"),
-        ("rql" = Option<String>, Query, description = "Only a bound on `timestamp`, e.g. `ge(timestamp,2024-01-01T00:00:00.000Z)`")),
+        ("taskId" = String, Path, description = "Task id")),
+    description = "RQL in the query string: only a bound on `timestamp`, e.g. `ge(timestamp,2024-01-01T00:00:00.000Z)`",
     responses(
         (status = 200, description = "Log lines, oldest first", body = LogPage),
         (status = 400, description = "Not run yet (27), no logs (1408), invalid RQL (19)", body = ErrorBody),

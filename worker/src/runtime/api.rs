@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -206,14 +207,27 @@ fn take_reply(state: &ApiState, id: &str) -> Option<oneshot::Sender<Reply>> {
 async fn response(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> StatusCode {
-    match take_reply(&state, &id) {
-        Some(reply) => {
+    let Some(reply) = take_reply(&state, &id) else {
+        return StatusCode::NOT_FOUND;
+    };
+    match body {
+        Ok(body) => {
             let _ = reply.send(Reply::Response(body));
             StatusCode::ACCEPTED
         }
-        None => StatusCode::NOT_FOUND,
+        // The invocation fails now, with the reason, rather than running into its time limit.
+        Err(rejection) => {
+            let _ = reply.send(Reply::Error {
+                error_type: "Runtime.ResponseTooLarge".to_owned(),
+                message: format!(
+                    "The function's response could not be read (at most {MAX_PAYLOAD_BYTES} bytes): {}",
+                    rejection.body_text()
+                ),
+            });
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
     }
 }
 
