@@ -11,6 +11,10 @@ use common::db::DispatchQueries;
 use tokio::sync::{Notify, watch};
 
 use crate::config::DispatchConfig;
+
+/// How often the window is re-checked while tasks are in flight: claims free room in it
+/// without telling the scheduler (a NOTIFY per claim would serialize every commit).
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
 use common::metrics::Metrics;
 
 pub struct Dispatcher {
@@ -28,8 +32,15 @@ impl Dispatcher {
         let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             let wait = match self.pass(redispatch_after).await {
-                Ok(Some(next)) => next.min(self.config.max_sleep()),
-                Ok(None) => self.config.max_sleep(),
+                Ok(pass) => {
+                    let next = pass.next.unwrap_or(self.config.max_sleep());
+                    let next = next.min(self.config.max_sleep());
+                    if pass.in_flight {
+                        next.min(IN_FLIGHT_POLL)
+                    } else {
+                        next
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "dispatch pass failed, retrying");
                     Duration::from_millis(500)
@@ -54,9 +65,11 @@ impl Dispatcher {
     }
 
     /// Fills the window, then says how long nothing needs doing.
-    async fn pass(&self, redispatch_after: Duration) -> anyhow::Result<Option<Duration>> {
+    async fn pass(&self, redispatch_after: Duration) -> anyhow::Result<Pass> {
+        let mut in_flight;
         loop {
-            let room = self.config.window - self.queries.in_flight(redispatch_after).await?;
+            in_flight = self.queries.in_flight(redispatch_after).await?;
+            let room = self.config.window - in_flight;
             if room <= 0 {
                 break;
             }
@@ -87,10 +100,22 @@ impl Dispatcher {
             batch.commit().await?;
             self.metrics.tasks_dispatched.inc_by(count as u64);
             tracing::debug!(tasks = count, "dispatched");
+            in_flight += count;
             if count < room.min(self.config.batch) {
                 break;
             }
         }
-        Ok(self.queries.next_wake(redispatch_after).await?)
+        Ok(Pass {
+            next: self.queries.next_wake(redispatch_after).await?,
+            in_flight: in_flight > 0,
+        })
     }
+}
+
+/// What one dispatch pass leaves behind.
+struct Pass {
+    /// When the next task falls due or needs republishing, if any.
+    next: Option<Duration>,
+    /// Published tasks not claimed yet: their claims will free room in the window.
+    in_flight: bool,
 }

@@ -20,6 +20,8 @@ pub struct EventConsumer {
     pub amqp_url: String,
     pub triggers: Triggers,
     pub metrics: Arc<Metrics>,
+    /// Wakes the dispatcher for the tasks an event created.
+    pub dispatch: Arc<tokio::sync::Notify>,
 }
 
 impl EventConsumer {
@@ -99,6 +101,7 @@ impl EventConsumer {
                         .tasks_created
                         .with_label_values(&["event"])
                         .inc_by(created);
+                    self.dispatch.notify_one();
                 }
                 Err(error) => {
                     // Postgres is unavailable: give the event back and slow down.

@@ -9,7 +9,9 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-/// Notified when tasks appear or change status, or a function is enabled.
+/// Notified when a task due later is inserted (a retry, say), a task is handed back by a
+/// draining worker, or a function is enabled. Tasks this scheduler creates wake its
+/// dispatcher in-process instead, and claims are polled for: see `dispatch`.
 pub const TASKS_CHANNEL: &str = "tasks_changed";
 /// Notified when events are written to the outbox.
 pub const OUTBOX_CHANNEL: &str = "outbox";

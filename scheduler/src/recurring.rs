@@ -13,7 +13,13 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// Most schedules fired in one transaction.
 const BATCH: usize = 100;
 
-pub async fn run(schedules: Schedules, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+/// Fires due schedules until `stop`; `dispatch` wakes the dispatcher for the tasks created.
+pub async fn run(
+    schedules: Schedules,
+    metrics: Arc<Metrics>,
+    dispatch: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let wait = match schedules.fire_due(BATCH as i64).await {
             Ok(fired) => {
@@ -23,6 +29,7 @@ pub async fn run(schedules: Schedules, metrics: Arc<Metrics>, mut stop: watch::R
                     .inc_by(fired.tasks);
                 if fired.tasks > 0 {
                     tracing::debug!(tasks = fired.tasks, "fired schedules");
+                    dispatch.notify_one();
                 }
                 if fired.schedules == BATCH {
                     // A full batch: more schedules may be due right now.

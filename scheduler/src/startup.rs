@@ -31,6 +31,7 @@ use common::metrics::Metrics;
 
 pub struct Application {
     listener: TcpListener,
+    wakeups: Wakeups,
     state: AppState,
     config: SchedulerConfig,
     pool: deadpool_postgres::Pool,
@@ -54,6 +55,7 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
+        let wakeups = Wakeups::default();
         Ok(Application {
             listener,
             state: AppState::new(
@@ -62,7 +64,9 @@ impl Application {
                 Arc::new(Metrics::new().with_cluster_gauges()),
                 auth,
                 secrets,
+                wakeups.tasks.clone(),
             ),
+            wakeups,
             config,
             pool,
         })
@@ -81,7 +85,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
-        let wakeups = Wakeups::default();
+        let wakeups = self.wakeups.clone();
         let publisher = Arc::new(Publisher::new(self.config.amqp.url.clone()));
         let metrics = self.state.metrics.clone();
         let mut loops = JoinSet::new();
@@ -115,12 +119,14 @@ impl Application {
                 amqp_url: self.config.amqp.url.clone(),
                 triggers: common::db::Triggers::new(self.pool.clone()),
                 metrics: metrics.clone(),
+                dispatch: wakeups.tasks.clone(),
             }
             .run(stopped.clone()),
         );
         loops.spawn(recurring::run(
             common::db::Schedules::new(self.pool.clone()),
             metrics.clone(),
+            wakeups.tasks.clone(),
             stopped.clone(),
         ));
         loops.spawn(relay::run(

@@ -232,14 +232,19 @@ impl Lifecycle {
     pub async fn hand_back(&self, task_id: &str, attempt: i32) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let now = crate::time::now();
+        // The dispatcher is told (hand-backs are rare, so the NOTIFY costs nothing), so the
+        // task runs again at once rather than at the dispatcher's next timer.
         Ok(client
-            .execute(
-                "UPDATE tasks SET status = 'new', lease_expires_at = NULL, dispatched_at = NULL, \
-                   claimed_at = NULL, status_changed_timestamp = $3, update_timestamp = $3 \
-                 WHERE id = $1 AND attempt = $2 AND status = 'inProgress'",
+            .query_one(
+                "WITH back AS ( \
+                   UPDATE tasks SET status = 'new', lease_expires_at = NULL, dispatched_at = NULL, \
+                     claimed_at = NULL, status_changed_timestamp = $3, update_timestamp = $3 \
+                   WHERE id = $1 AND attempt = $2 AND status = 'inProgress' RETURNING id) \
+                 SELECT count(*), max(pg_notify('tasks_changed', '')::text) FROM back",
                 &[&task_id, &attempt, &now],
             )
             .await?
+            .try_get::<_, i64>(0)?
             == 1)
     }
 

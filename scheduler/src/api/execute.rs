@@ -80,6 +80,7 @@ pub async fn execute(
         .tasks_created
         .with_label_values(&["direct"])
         .inc();
+    state.dispatch.notify_one();
     let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
     if let Err(error) = state.requester.run(&task.id.to_string(), wait).await {
         // Never let an execution the caller was told failed run later.

@@ -52,6 +52,8 @@ pub struct AppState {
     pub api_requests: ApiRequests,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authenticator>,
+    /// Wakes this scheduler's dispatcher when a request created a task due now.
+    pub dispatch: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -61,8 +63,10 @@ impl AppState {
         metrics: Arc<Metrics>,
         auth: Authenticator,
         secrets: Arc<SecretBox>,
+        dispatch: Arc<tokio::sync::Notify>,
     ) -> Self {
         AppState {
+            dispatch,
             metrics,
             auth: Arc::new(auth),
             requester,

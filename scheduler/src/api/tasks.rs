@@ -90,6 +90,7 @@ pub async fn create(
         .tasks_created
         .with_label_values(&["api"])
         .inc();
+    state.dispatch.notify_one();
     Ok(Json(task))
 }
 

@@ -5,9 +5,16 @@
 //! loadgen lag     [--count 400] [--rate 200]   dispatch lag: claim time − startTimestamp
 //! loadgen latency [--count 200]                one task at a time: create → result visible
 //! loadgen cold    [--count 5]                  first invocation of a new version vs. warm
-//! loadgen direct  [--count 500]                sequential direct executions and API calls
+//! loadgen direct  [--count 500] [--clients 1]   direct executions and API calls (sequential,
+//!                                              or from N concurrent clients)
+//! loadgen throughput [--count 5000] [--clients 16]  tasks created through the API by N
+//!                                              clients, then through platform events
+//! loadgen burst   [--count 500]                that many tasks due at the same instant
+//! loadgen memory  [--count 2000]               RSS of scheduler, workers and runtime
+//!                                              processes, idle and under load
 //! ```
-//! Options: `--api http://127.0.0.1:8080` `--database postgres://postgres@127.0.0.1:5432/tasks`.
+//! Options: `--api http://127.0.0.1:8080` `--database postgres://postgres@127.0.0.1:5432/tasks`
+//! `--amqp amqp://guest:guest@127.0.0.1:5672/%2f` (events).
 //! Credentials: the bearer token in `TASKS_TOKEN`, or one minted with the scheduler's secret
 //! from `TASKS__AUTH__JWT_SECRET` (as `scheduler token` does).
 
@@ -20,8 +27,10 @@ struct Options {
     scenario: String,
     api: String,
     database: String,
+    amqp: String,
     count: usize,
     rate: f64,
+    clients: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -34,12 +43,17 @@ fn options() -> anyhow::Result<Options> {
             "lag" => 400,
             "latency" => 200,
             "direct" => 500,
+            "throughput" => 5000,
+            "burst" => 500,
+            "memory" => 2000,
             _ => 5,
         },
         scenario,
         api: "http://127.0.0.1:8080".into(),
         database: "postgres://postgres@127.0.0.1:5432/tasks".into(),
+        amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
         rate: 200.0,
+        clients: 0,
     };
     while let Some(flag) = arguments.next() {
         let value = arguments
@@ -50,6 +64,8 @@ fn options() -> anyhow::Result<Options> {
             "--database" => options.database = value,
             "--count" => options.count = value.parse()?,
             "--rate" => options.rate = value.parse()?,
+            "--amqp" => options.amqp = value,
+            "--clients" => options.clients = value.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -184,13 +200,8 @@ async fn main() -> anyhow::Result<()> {
         api: options.api.clone(),
         db,
     };
-    println!(
-        "loadgen {} — {} cores, api {}, {}",
-        options.scenario,
-        std::thread::available_parallelism().map_or(0, usize::from),
-        options.api,
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
+    let environment = environment(&client, &options).await;
+    println!("loadgen {} — {environment}", options.scenario);
     println!(
         "{:<44} {:>7} {:>10} {:>10} {:>10}",
         "figure", "n", "p50 ms", "p99 ms", "max ms"
@@ -200,13 +211,42 @@ async fn main() -> anyhow::Result<()> {
         "latency" => latency(&client, &options).await?,
         "cold" => cold(&client, &options).await?,
         "direct" => direct(&client, &options).await?,
+        "throughput" => throughput(&client, &options).await?,
+        "burst" => burst(&client, &options).await?,
+        "memory" => memory(&client, &options).await?,
         other => bail!("unknown scenario {other}"),
     };
     println!(
         "{}",
-        json!({"scenario": options.scenario, "count": options.count, "rate": options.rate, "results": results})
+        json!({"scenario": options.scenario, "environment": environment, "results": results})
     );
     Ok(())
+}
+
+/// The versions and settings the figures were taken with.
+async fn environment(client: &Client, options: &Options) -> Value {
+    let postgres: String = match client.db.query_one("SHOW server_version", &[]).await {
+        Ok(row) => row.get(0),
+        Err(_) => "unknown".into(),
+    };
+    let rabbitmq = std::process::Command::new("rabbitmqctl")
+        .arg("version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    json!({
+        "service": env!("CARGO_PKG_VERSION"),
+        "date": chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        "cores": std::thread::available_parallelism().map_or(0, usize::from),
+        "postgres": postgres,
+        "rabbitmq": rabbitmq,
+        "api": options.api,
+        "count": options.count,
+        "rate": options.rate,
+        "clients": options.clients,
+    })
 }
 
 /// Tasks due at a steady rate: how late does each start?
@@ -313,10 +353,75 @@ async fn direct(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>
             calls.push(call);
         }
     }
-    Ok(vec![
+    let mut results = vec![
         summary("direct execution, warm python no-op", &mut executions),
         summary("API function call, warm python no-op", &mut calls),
-    ])
+    ];
+    if options.clients > 1 {
+        for (what, path, method) in [
+            (
+                "direct execution",
+                format!("/tasks/v1/functions/{function}/execute"),
+                reqwest::Method::POST,
+            ),
+            (
+                "API function call",
+                format!("/tasks/v1/api/{api_function}/ping"),
+                reqwest::Method::GET,
+            ),
+        ] {
+            let started = Instant::now();
+            let mut latencies = concurrent_calls(client, method, &path, options).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let name = format!("{what}, {} concurrent clients", options.clients);
+            results.push(summary(&name, &mut latencies));
+            results.push(rate_row(
+                &format!("  {what} requests/s"),
+                latencies.len(),
+                seconds,
+            ));
+        }
+    }
+    Ok(results)
+}
+
+/// `count` calls spread over `clients` concurrent clients; each call's latency in ms.
+async fn concurrent_calls(
+    client: &Client,
+    method: reqwest::Method,
+    path: &str,
+    options: &Options,
+) -> anyhow::Result<Vec<f64>> {
+    let mut callers = tokio::task::JoinSet::new();
+    for c in 0..options.clients {
+        let http = client.http.clone();
+        let url = format!("{}{path}", client.api);
+        let method = method.clone();
+        let share =
+            options.count / options.clients + usize::from(c < options.count % options.clients);
+        callers.spawn(async move {
+            let mut latencies = Vec::with_capacity(share);
+            for _ in 0..share {
+                let started = Instant::now();
+                let response = http
+                    .request(method.clone(), &url)
+                    .json(&json!({"data": {}}))
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("{url}: {}", response.status());
+                }
+                response.bytes().await?;
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = callers.join_next().await {
+        all.extend(done??);
+    }
+    Ok(all)
 }
 
 /// The first invocation of each new function version, against warm ones.
@@ -376,4 +481,309 @@ async fn cold(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> 
     }
     cold.extend(warm);
     Ok(cold)
+}
+
+/// Creates `count` tasks of `function` from `clients` concurrent HTTP clients.
+async fn create_concurrently(
+    client: &Client,
+    function: &str,
+    count: usize,
+    clients: usize,
+) -> anyhow::Result<()> {
+    let mut workers = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let http = client.http.clone();
+        let url = format!("{}/tasks/v1/", client.api);
+        let function = function.to_owned();
+        let share = count / clients + usize::from(c < count % clients);
+        workers.spawn(async move {
+            for i in 0..share {
+                let body = json!({"functionName": function, "priority": i % 10});
+                let response = http.post(&url).json(&body).send().await?;
+                if !response.status().is_success() {
+                    bail!("creating a task: {}", response.status());
+                }
+                response.bytes().await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+impl Client {
+    /// Seconds from the first task's creation to the last one's completion, and each task's
+    /// create → complete time, over the tasks of `function` created since `since`.
+    async fn end_to_end(
+        &self,
+        function: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<(f64, Vec<f64>)> {
+        let span: f64 = self
+            .db
+            .query_one(
+                "SELECT extract(epoch FROM max(status_changed_timestamp) - min(creation_timestamp))::float8 \
+                 FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
+                &[&function, &since],
+            )
+            .await?
+            .get(0);
+        let latencies = self
+            .db
+            .query(
+                "SELECT (extract(epoch FROM status_changed_timestamp - creation_timestamp) * 1000)::float8 \
+                 FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
+                &[&function, &since],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok((span, latencies))
+    }
+
+    async fn warm(&self, function: &str, processes: usize) -> anyhow::Result<()> {
+        for _ in 0..processes {
+            self.post("/", &json!({"functionName": function})).await?;
+        }
+        self.wait_all_finished(function, processes as i64, Duration::from_secs(60))
+            .await
+    }
+}
+
+fn rate_row(name: &str, count: usize, seconds: f64) -> Value {
+    let rate = count as f64 / seconds;
+    println!("{name:<44} {count:>7} {rate:>10.0} tasks/s over {seconds:.2} s");
+    json!({"figure": name, "tasks": count, "seconds": seconds, "tasks_per_second": rate})
+}
+
+/// End-to-end throughput of a warm python no-op: tasks created through the API by concurrent
+/// clients, then tasks created by platform events through a trigger.
+async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
+    let clients = options.clients.max(1);
+    let clients = if options.clients == 0 { 16 } else { clients };
+    let timeout = Duration::from_secs(120 + options.count as u64 / 10);
+    let mut results = Vec::new();
+
+    let function = client.noop_function().await?;
+    client.warm(&function, 16).await?;
+    let since = chrono::Utc::now();
+    create_concurrently(client, &function, options.count, clients).await?;
+    client
+        .wait_all_finished(&function, options.count as i64 + 16, timeout)
+        .await?;
+    let (seconds, mut latencies) = client.end_to_end(&function, since).await?;
+    results.push(rate_row(
+        &format!("throughput, API-created ({clients} clients)"),
+        options.count,
+        seconds,
+    ));
+    results.push(summary(
+        "  create → complete under that load",
+        &mut latencies,
+    ));
+
+    let function = client.noop_function().await?;
+    client.warm(&function, 16).await?;
+    let event_type = format!("loadgen.{}", common::id::ObjectId::generate());
+    client
+        .post(
+            "/triggers",
+            &json!({"eventType": event_type, "functionName": function}),
+        )
+        .await?;
+    let connection =
+        lapin::Connection::connect(&options.amqp, lapin::ConnectionProperties::default())
+            .await
+            .context("connecting to RabbitMQ (--amqp)")?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    let since = chrono::Utc::now();
+    let mut confirms = Vec::with_capacity(options.count);
+    for i in 0..options.count {
+        let body =
+            json!({"id": format!("{event_type}-{i}"), "type": event_type, "content": {"n": i}});
+        confirms.push(
+            channel
+                .basic_publish(
+                    common::amqp::EVENTS_EXCHANGE.into(),
+                    event_type.as_str().into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    body.to_string().as_bytes(),
+                    common::amqp::persistent_json(),
+                )
+                .await?,
+        );
+    }
+    for confirm in confirms {
+        confirm.await?;
+    }
+    client
+        .wait_all_finished(&function, options.count as i64 + 16, timeout)
+        .await?;
+    let (_, mut latencies) = client.end_to_end(&function, since).await?;
+    let seconds: f64 = client
+        .db
+        .query_one(
+            "SELECT extract(epoch FROM max(status_changed_timestamp) - $2::timestamptz)::float8 \
+             FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
+            &[&function, &since],
+        )
+        .await?
+        .get(0);
+    results.push(rate_row(
+        "throughput, event-created (first publish → last complete)",
+        options.count,
+        seconds,
+    ));
+    results.push(summary(
+        "  create → complete under that load",
+        &mut latencies,
+    ));
+    Ok(results)
+}
+
+/// `count` tasks all due at the same instant: how late does each start?
+async fn burst(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
+    let function = client.noop_function().await?;
+    client.warm(&function, 16).await?;
+    let due = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let since = chrono::Utc::now();
+    for _ in 0..options.count {
+        client
+            .post(
+                "/",
+                &json!({"functionName": function, "startTimestamp": common::time::format(&due)}),
+            )
+            .await?;
+    }
+    client
+        .wait_all_finished(
+            &function,
+            options.count as i64 + 16,
+            Duration::from_secs(120),
+        )
+        .await?;
+    let mut lags: Vec<f64> = client
+        .db
+        .query(
+            "SELECT (extract(epoch FROM claimed_at - start_timestamp) * 1000)::float8 \
+             FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
+            &[&function, &since],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(vec![summary(
+        &format!("burst: {} tasks due at once, lag", options.count),
+        &mut lags,
+    )])
+}
+
+/// Resident memory (kB) of the service's processes on this machine, by role.
+fn resident_memory() -> Vec<(String, u32, u64)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    let mut workers = Vec::new();
+    let mut processes = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let name = field("Name:");
+        let parent: u32 = field("PPid:").parse().unwrap_or(0);
+        let rss: u64 = field("VmRSS:").trim_end_matches(" kB").parse().unwrap_or(0);
+        if name == "worker" {
+            workers.push(pid);
+        }
+        processes.push((name, pid, parent, rss));
+    }
+    for (name, pid, parent, rss) in processes {
+        let role = match name.as_str() {
+            "scheduler" | "worker" => name.clone(),
+            // A worker's short-lived helper children are threads' names, not runtimes.
+            _ if workers.contains(&parent) && !name.starts_with("tokio") => {
+                format!("runtime ({name})")
+            }
+            _ => continue,
+        };
+        found.push((role, pid, rss));
+    }
+    found
+}
+
+fn memory_rows(when: &str, samples: &[(String, u32, u64)]) -> Vec<Value> {
+    let mut roles: Vec<&String> = samples.iter().map(|(role, _, _)| role).collect();
+    roles.sort();
+    roles.dedup();
+    roles
+        .into_iter()
+        .map(|role| {
+            let sizes: Vec<u64> = samples
+                .iter()
+                .filter(|(r, _, _)| r == role)
+                .map(|(_, _, rss)| *rss)
+                .collect();
+            let max = sizes.iter().max().copied().unwrap_or(0);
+            println!(
+                "{:<44} {:>7} {:>10.1} MB max per process",
+                format!("RSS {role}, {when}"),
+                sizes.len(),
+                max as f64 / 1024.0
+            );
+            json!({"figure": format!("RSS {role}, {when}"), "processes": sizes.len(), "max_kb": max, "each_kb": sizes})
+        })
+        .collect()
+}
+
+/// RSS of every scheduler, worker and runtime process on this machine: idle, then the
+/// highest seen while `count` tasks run.
+async fn memory(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
+    let mut results = memory_rows("idle", &resident_memory());
+    let function = client.noop_function().await?;
+    let clients = if options.clients == 0 {
+        16
+    } else {
+        options.clients
+    };
+    let load = create_concurrently(client, &function, options.count, clients);
+    tokio::pin!(load);
+    let mut peak: Vec<(String, u32, u64)> = Vec::new();
+    let mut sample = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            done = &mut load => { done?; break; }
+            _ = sample.tick() => {
+                for (role, pid, rss) in resident_memory() {
+                    match peak.iter_mut().find(|(_, p, _)| *p == pid) {
+                        Some(entry) => entry.2 = entry.2.max(rss),
+                        None => peak.push((role, pid, rss)),
+                    }
+                }
+            }
+        }
+    }
+    client
+        .wait_all_finished(&function, options.count as i64, Duration::from_secs(300))
+        .await?;
+    results.extend(memory_rows("under load (peak)", &peak));
+    Ok(results)
 }
