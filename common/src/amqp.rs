@@ -26,7 +26,14 @@ pub enum AmqpError {
     Broker(#[from] lapin::Error),
     #[error("broker refused a publish (nack)")]
     Nacked,
+    #[error("the broker did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
 }
+
+/// Longest wait for the broker to open a channel or to confirm a batch of publishes. A
+/// confirm can stay pending for ever on a connection the broker closed, and a publisher that
+/// waits for it stalls everything behind it (the dispatcher, the outbox relay).
+pub const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The body of a message on the `tasks` queue: just enough to claim the task in Postgres,
 /// which holds everything else.
@@ -172,18 +179,25 @@ pub async fn dead_letter(
     );
     // Keep the evidence but never let a huge poison message fill the dead-letter queue.
     let kept = &body[..body.len().min(64 * 1024)];
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            DEAD_LETTER_QUEUE.into(),
-            BasicPublishOptions::default(),
-            kept,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await?
-        .await?;
+    let published = async {
+        channel
+            .basic_publish(
+                "".into(),
+                DEAD_LETTER_QUEUE.into(),
+                BasicPublishOptions::default(),
+                kept,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await?
+            .await
+    };
+    // Bounded, as a confirm may never come on a connection the broker closed: the caller
+    // then gives the message back and reconnects instead of waiting for ever.
+    let confirm = tokio::time::timeout(BROKER_TIMEOUT, published)
+        .await
+        .map_err(|_| AmqpError::TimedOut(BROKER_TIMEOUT))??;
     if confirm.is_nack() {
         return Err(AmqpError::Nacked);
     }
@@ -205,8 +219,15 @@ impl Publisher {
         }
     }
 
-    /// The current channel, connecting first if needed.
+    /// The current channel, connecting first if needed; an error if that takes longer than
+    /// [`BROKER_TIMEOUT`].
     pub async fn channel(&self) -> Result<Channel, AmqpError> {
+        tokio::time::timeout(BROKER_TIMEOUT, self.open_channel())
+            .await
+            .map_err(|_| AmqpError::TimedOut(BROKER_TIMEOUT))?
+    }
+
+    async fn open_channel(&self) -> Result<Channel, AmqpError> {
         let mut state = self.state.lock().await;
         if let Some((connection, channel)) = state.as_ref()
             && connection.status().connected()
@@ -225,13 +246,32 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Publishes persistent JSON messages and waits until the broker confirmed all of them.
+    /// Publishes persistent JSON messages and waits until the broker confirmed all of them,
+    /// at most [`BROKER_TIMEOUT`]. On any failure the connection is dropped, so the next
+    /// publish starts on a fresh one rather than on a channel that may never answer.
     pub async fn publish_all(
         &self,
         exchange: &str,
         messages: impl IntoIterator<Item = (String, Vec<u8>)>,
     ) -> Result<(), AmqpError> {
         let channel = self.channel().await?;
+        let published = tokio::time::timeout(
+            BROKER_TIMEOUT,
+            Self::publish_confirmed(&channel, exchange, messages),
+        )
+        .await
+        .unwrap_or(Err(AmqpError::TimedOut(BROKER_TIMEOUT)));
+        if published.is_err() {
+            *self.state.lock().await = None;
+        }
+        published
+    }
+
+    async fn publish_confirmed(
+        channel: &Channel,
+        exchange: &str,
+        messages: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<(), AmqpError> {
         let mut confirms = Vec::new();
         for (routing_key, body) in messages {
             let confirm = channel

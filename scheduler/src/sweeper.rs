@@ -13,6 +13,11 @@ use std::sync::Arc;
 
 pub const ZOMBIE_ERROR_NAME: &str = "zombieTaskCleaned";
 
+/// After the database was unreachable (for the sweeper, or restarted), how long live workers
+/// get to renew the leases that ran out meanwhile before their tasks count as zombies.
+/// Workers retry a failed renewal every half second, so a few seconds suffice.
+pub const OUTAGE_GRACE: Duration = Duration::from_secs(5);
+
 pub async fn run(
     lifecycle: Lifecycle,
     metrics: Arc<Metrics>,
@@ -25,8 +30,12 @@ pub async fn run(
         message: "The worker running this task stopped responding before the task finished"
             .to_owned(),
     };
+    // Until when expired leases are left alone because the sweeper itself could not reach
+    // the database: a restart it slept through is caught by `expired_leases`.
+    let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
-        match lifecycle.expired_leases(100).await {
+        match lifecycle.expired_leases(100, OUTAGE_GRACE).await {
+            Ok(_) if quiet_until.is_some_and(|t| tokio::time::Instant::now() < t) => {}
             Ok(zombies) => {
                 for (task_id, attempt, function) in zombies {
                     let fence = Fence {
@@ -49,7 +58,10 @@ pub async fn run(
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "looking for zombie tasks failed"),
+            Err(e) => {
+                quiet_until = Some(tokio::time::Instant::now() + OUTAGE_GRACE);
+                tracing::warn!(error = %e, "looking for zombie tasks failed")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub mod faults;
 pub mod private;
 
 use base64::Engine;

@@ -105,6 +105,39 @@ impl PrivateRabbit {
         wait_for_port(self.port, true);
     }
 
+    /// The URL of a virtual host of this node.
+    pub fn vhost_url(&self, vhost: &str) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/{vhost}", self.port)
+    }
+
+    /// Creates a virtual host the `guest` user may use fully.
+    pub fn add_vhost(&self, vhost: &str) {
+        self.control(&["add_vhost", vhost]);
+        self.control(&["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]);
+    }
+
+    pub fn delete_vhost(&self, vhost: &str) {
+        self.control(&["delete_vhost", vhost]);
+    }
+
+    /// Closes every client connection to a virtual host, as a network cut would.
+    pub fn close_all_connections(&self, vhost: &str) {
+        self.control(&[
+            "close_all_connections",
+            "--vhost",
+            vhost,
+            "--limit",
+            "1000",
+            "test: connections closed",
+        ]);
+    }
+
+    fn control(&self, arguments: &[&str]) {
+        run(Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.node])
+            .args(arguments));
+    }
+
     /// Stops the node, as an operator or a crash would.
     pub fn stop(&mut self) {
         let _ = Command::new("rabbitmqctl")

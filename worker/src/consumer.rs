@@ -236,20 +236,31 @@ fn parse(body: &[u8]) -> Result<WorkMessage, String> {
     Ok(message)
 }
 
-/// Renews the leases of running attempts every third of the lease, until `stop`.
+/// Renews the leases of running attempts every third of the lease, until `stop`. After a
+/// failed renewal (the database was unreachable) it tries again every half second, so the
+/// leases are renewed as soon as the database is back, before the sweeper takes the
+/// attempts for zombies.
 pub async fn renew_leases(
     lifecycle: Lifecycle,
     running: crate::execute::Running,
     lease: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut wait = lease / 3;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(lease / 3) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = common::shutdown::stopped(&mut stop) => return,
         }
-        if let Err(error) = lifecycle.renew_leases(&running.snapshot(), lease).await {
-            tracing::warn!(%error, "could not renew task leases");
-        }
+        wait = match lifecycle.renew_leases(&running.snapshot(), lease).await {
+            Ok(_) => lease / 3,
+            Err(error) => {
+                tracing::warn!(%error, "could not renew task leases");
+                RENEW_RETRY.min(lease / 3)
+            }
+        };
     }
 }
+
+/// How soon a failed lease renewal is tried again.
+const RENEW_RETRY: Duration = Duration::from_millis(500);

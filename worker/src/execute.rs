@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, FailOutcome, Fence};
-use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
+use common::db::{ApiRequests, Functions, Lifecycle, StoreError, TaskLogs};
 use common::domain::{FunctionDefinition, Runtime, TaskError};
 use common::metrics::Metrics;
 use serde_json::Value;
@@ -18,6 +18,10 @@ use crate::runtime::process::FunctionSpec;
 
 /// Largest result a task may store.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
+
+/// How long a running attempt keeps trying to reach the database (to load its function, to
+/// store its outcome) while it is unreachable.
+const STORE_PATIENCE: Duration = Duration::from_secs(300);
 
 /// The attempts this worker is running, whose leases it renews.
 #[derive(Clone, Default)]
@@ -118,39 +122,8 @@ impl Executor {
             .with_label_values(&labels)
             .observe(lag.max(0) as f64 / 1e6);
         let outcome = self.invoke(&claimed).await;
-        let stored = match outcome {
-            Ok(result) => self.lifecycle.complete(&task_id, attempt, &result).await.map(|fresh| {
-                if fresh {
-                    self.finished(&function_name, "complete");
-                    tracing::info!(task_id = %task_id, function = %function_name, "task complete");
-                } else {
-                    tracing::warn!(task_id = %task_id, "attempt was superseded; result discarded");
-                }
-            }),
-            Err(error) => {
-                let fence = Fence {
-                    attempt,
-                    lease_expired: false,
-                };
-                self.lifecycle.fail(&task_id, fence, &error).await.map(|outcome| match outcome {
-                    FailOutcome::Stale => tracing::warn!(task_id = %task_id, "attempt was superseded; error discarded"),
-                    outcome => {
-                        if let FailOutcome::Retried(_) = outcome {
-                            self.finished(&function_name, "retried");
-                            self.metrics.retries.inc();
-                            self.metrics.tasks_created.with_label_values(&["retry"]).inc();
-                        } else {
-                            self.finished(&function_name, "failed");
-                        }
-                        tracing::info!(task_id = %task_id, function = %function_name, error = %error.name, ?outcome, "task failed")
-                    }
-                })
-            }
-        };
-        if let Err(error) = stored {
-            // The lease will expire and the sweeper will settle the task.
-            tracing::error!(task_id = %task_id, %error, "could not store the outcome of a task");
-        }
+        self.store_outcome(&task_id, attempt, &function_name, &outcome)
+            .await;
         self.running.remove(&task_id, attempt);
         self.metrics.tasks_running.dec();
         self.metrics
@@ -167,6 +140,73 @@ impl Executor {
                 )
                 .await;
         }
+    }
+
+    /// Stores the outcome of an attempt, trying again while the database is unreachable.
+    /// Giving up at the first error would throw away the result of a function that ran to
+    /// the end: its lease would expire and the sweeper would fail the task as a zombie (and a
+    /// retry policy would run the work a second time). The attempt stays in `running`
+    /// meanwhile, so its lease keeps being renewed; the attempt fence makes a repeated write
+    /// harmless.
+    async fn store_outcome(
+        &self,
+        task_id: &str,
+        attempt: i32,
+        function_name: &str,
+        outcome: &Result<Value, TaskError>,
+    ) {
+        let stored = patiently("store the outcome of a task", || {
+            self.store_once(task_id, attempt, function_name, outcome)
+        })
+        .await;
+        if let Err(error) = stored {
+            // The lease will expire and the sweeper will settle the task.
+            tracing::error!(task_id = %task_id, %error, "could not store the outcome of a task");
+        }
+    }
+
+    async fn store_once(
+        &self,
+        task_id: &str,
+        attempt: i32,
+        function_name: &str,
+        outcome: &Result<Value, TaskError>,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            Ok(result) => {
+                if self.lifecycle.complete(task_id, attempt, result).await? {
+                    self.finished(function_name, "complete");
+                    tracing::info!(task_id = %task_id, function = %function_name, "task complete");
+                } else {
+                    tracing::warn!(task_id = %task_id, "attempt was superseded; result discarded");
+                }
+            }
+            Err(error) => {
+                let fence = Fence {
+                    attempt,
+                    lease_expired: false,
+                };
+                match self.lifecycle.fail(task_id, fence, error).await? {
+                    FailOutcome::Stale => {
+                        tracing::warn!(task_id = %task_id, "attempt was superseded; error discarded")
+                    }
+                    outcome => {
+                        if let FailOutcome::Retried(_) = outcome {
+                            self.finished(function_name, "retried");
+                            self.metrics.retries.inc();
+                            self.metrics
+                                .tasks_created
+                                .with_label_values(&["retry"])
+                                .inc();
+                        } else {
+                            self.finished(function_name, "failed");
+                        }
+                        tracing::info!(task_id = %task_id, function = %function_name, error = %error.name, ?outcome, "task failed")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn finished(&self, function: &str, status: &str) {
@@ -247,22 +287,24 @@ impl Executor {
 
     async fn invoke(&self, claimed: &Claimed) -> Result<Value, TaskError> {
         let task = &claimed.task;
-        let function = self
-            .functions
-            .get(&task.function_name)
-            .await
-            .map_err(|e| {
-                TaskError::invocation(
-                    "Runtime.Unavailable",
-                    format!("could not load the function: {e}"),
-                )
-            })?
-            .ok_or_else(|| {
-                TaskError::invocation(
-                    "FunctionNotFound",
-                    format!("The function `{}` does not exist", task.function_name),
-                )
-            })?;
+        // A claimed task fails for a database outage only if it outlasts the patience: the
+        // attempt owns the task and keeps its lease while it waits.
+        let function = patiently("load the function of a task", || {
+            self.functions.get(&task.function_name)
+        })
+        .await
+        .map_err(|e| {
+            TaskError::invocation(
+                "Runtime.Unavailable",
+                format!("could not load the function: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            TaskError::invocation(
+                "FunctionNotFound",
+                format!("The function `{}` does not exist", task.function_name),
+            )
+        })?;
         let spec = spec_of(&function)?;
         let event = serde_json::to_vec(task)
             .map(Bytes::from)
@@ -291,6 +333,29 @@ impl Executor {
                 format!("The function's result is not valid JSON: {e}"),
             )
         })
+    }
+}
+
+/// Runs a database operation until it succeeds, fails with an error that will not go away,
+/// or [`STORE_PATIENCE`] runs out, backing off from 100 ms to 2 s between tries.
+async fn patiently<T, F, Fut>(what: &str, mut operation: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = std::time::Instant::now() + STORE_PATIENCE;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let error = match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        if !error.is_transient() || std::time::Instant::now() + wait > deadline {
+            return Err(error);
+        }
+        tracing::warn!(%error, "could not {what}; trying again");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -248,18 +248,22 @@ impl Lifecycle {
             == 1)
     }
 
-    /// Running attempts whose lease has expired: (task id, attempt, function name).
+    /// Running attempts whose lease has expired: (task id, attempt, function name). None
+    /// during the first `grace` after the database server started: while it was down no
+    /// worker could renew a lease, so an expired one says nothing about its worker yet.
     pub async fn expired_leases(
         &self,
         limit: i64,
+        grace: Duration,
     ) -> Result<Vec<(String, i32, String)>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 "SELECT id, attempt, function_name FROM tasks \
                  WHERE status = 'inProgress' AND lease_expires_at < now() \
+                   AND pg_postmaster_start_time() < now() - $2 * interval '1 second' \
                  ORDER BY lease_expires_at LIMIT $1",
-                &[&limit],
+                &[&limit, &grace.as_secs_f64()],
             )
             .await?;
         rows.iter()

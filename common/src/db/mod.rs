@@ -69,6 +69,20 @@ impl StoreError {
         self.sql_state() == Some(&SqlState::UNIQUE_VIOLATION)
     }
 
+    /// Whether the same statement may succeed later: the database was unreachable or
+    /// restarting (no SQL state, or classes 08 and 57), or the transaction lost a conflict
+    /// (class 40).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) | StoreError::Postgres(_) => self.sql_state().is_none_or(|state| {
+                ["08", "57", "40"]
+                    .iter()
+                    .any(|c| state.code().starts_with(c))
+            }),
+            StoreError::Migration(_) | StoreError::Config(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+
     fn sql_state(&self) -> Option<&SqlState> {
         match self {
             StoreError::Postgres(e) => e.code(),
