@@ -237,7 +237,7 @@ impl Executor {
     }
 
     async fn invoke_api(&self, invocation: &ApiInvocation) -> Result<Value, TaskError> {
-        let function = self.function(&invocation.function_name).await?;
+        let function = self.function(&invocation.function_name, false).await?;
         let spec = spec_of(&function)?;
         let event = serde_json::to_vec(&invocation.event)
             .map(Bytes::from)
@@ -267,10 +267,16 @@ impl Executor {
         })
     }
 
-    async fn function(&self, name: &str) -> Result<FunctionDefinition, TaskError> {
-        self.functions
-            .get(name)
-            .await
+    /// Loads a function. A claimed task waits out a database outage (`patient`): the attempt
+    /// owns the task and keeps its lease while it waits. An API call, whose caller is waiting,
+    /// does not.
+    async fn function(&self, name: &str, patient: bool) -> Result<FunctionDefinition, TaskError> {
+        let loaded = if patient {
+            patiently("load the function of a task", || self.functions.get(name)).await
+        } else {
+            self.functions.get(name).await
+        };
+        loaded
             .map_err(|e| {
                 TaskError::invocation(
                     "Runtime.Unavailable",
@@ -287,24 +293,7 @@ impl Executor {
 
     async fn invoke(&self, claimed: &Claimed) -> Result<Value, TaskError> {
         let task = &claimed.task;
-        // A claimed task fails for a database outage only if it outlasts the patience: the
-        // attempt owns the task and keeps its lease while it waits.
-        let function = patiently("load the function of a task", || {
-            self.functions.get(&task.function_name)
-        })
-        .await
-        .map_err(|e| {
-            TaskError::invocation(
-                "Runtime.Unavailable",
-                format!("could not load the function: {e}"),
-            )
-        })?
-        .ok_or_else(|| {
-            TaskError::invocation(
-                "FunctionNotFound",
-                format!("The function `{}` does not exist", task.function_name),
-            )
-        })?;
+        let function = self.function(&task.function_name, true).await?;
         let spec = spec_of(&function)?;
         let event = serde_json::to_vec(task)
             .map(Bytes::from)
