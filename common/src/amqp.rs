@@ -28,6 +28,19 @@ pub enum AmqpError {
     Nacked,
     #[error("the broker did not answer within {0:?}")]
     TimedOut(std::time::Duration),
+    #[error("the broker closed the consumer")]
+    ConsumerClosed,
+}
+
+/// What a consumer stream yielded: the next delivery, or why there is none.
+pub fn delivered(
+    next: Option<Result<lapin::message::Delivery, lapin::Error>>,
+) -> Result<lapin::message::Delivery, AmqpError> {
+    match next {
+        Some(Ok(delivery)) => Ok(delivery),
+        Some(Err(error)) => Err(error.into()),
+        None => Err(AmqpError::ConsumerClosed),
+    }
 }
 
 /// Longest wait for the broker to open a channel or to confirm a batch of publishes. A
@@ -291,6 +304,31 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    /// How many messages wait in `queue`, not yet delivered to any consumer. Like a publish,
+    /// drops the connection on failure.
+    pub async fn ready_messages(&self, queue: &str) -> Result<u32, AmqpError> {
+        let channel = self.channel().await?;
+        let declared = tokio::time::timeout(
+            BROKER_TIMEOUT,
+            channel.queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await;
+        let error = match declared {
+            Ok(Ok(queue)) => return Ok(queue.message_count()),
+            Ok(Err(error)) => AmqpError::from(error),
+            Err(_) => AmqpError::TimedOut(BROKER_TIMEOUT),
+        };
+        *self.state.lock().await = None;
+        Err(error)
     }
 
     /// Whether the broker connection is up (for readiness).

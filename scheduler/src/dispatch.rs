@@ -1,7 +1,7 @@
 //! The dispatcher: publishes each task to the `tasks` queue when it is due, highest priority
-//! first. Postgres is the queue; the broker only holds a bounded window of due-but-unclaimed
-//! tasks, refilled in priority order as workers claim them, because the broker cannot order
-//! 2^53 priorities itself.
+//! first. Postgres is the queue; the broker only holds a bounded window of due tasks no worker
+//! has taken yet (the queue's ready messages), refilled in priority order as workers take
+//! them, because the broker cannot order 2^53 priorities itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +12,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::DispatchConfig;
 
-/// How often the window is re-checked while tasks are in flight: claims free room in it
-/// without telling the scheduler (a NOTIFY per claim would serialize every commit).
-const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
 use common::metrics::Metrics;
+
+/// How often the window is re-checked while messages wait in it: workers taking them free
+/// room without telling the scheduler (a NOTIFY per claim would serialize every commit).
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
 
 pub struct Dispatcher {
     pub queries: DispatchQueries,
@@ -29,17 +30,15 @@ impl Dispatcher {
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let redispatch_after = self.config.redispatch_after();
+        // Unclaimed tasks are taken again once `redispatch_after` passed (their message was
+        // lost), so the dispatcher never sleeps longer than that.
+        let longest_sleep = self.config.max_sleep().min(redispatch_after);
         let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             let wait = match self.pass(redispatch_after).await {
-                Ok(pass) => {
-                    let next = pass.next.unwrap_or(self.config.max_sleep());
-                    let next = next.min(self.config.max_sleep());
-                    if pass.in_flight {
-                        next.min(IN_FLIGHT_POLL)
-                    } else {
-                        next
-                    }
+                Ok(Pass::InFlight) => IN_FLIGHT_POLL,
+                Ok(Pass::Idle { next_start }) => {
+                    next_start.map_or(longest_sleep, |next| next.min(longest_sleep))
                 }
                 Err(error) => {
                     tracing::warn!(%error, "dispatch pass failed, retrying");
@@ -64,12 +63,11 @@ impl Dispatcher {
         }
     }
 
-    /// Fills the window, then says how long nothing needs doing.
+    /// Fills the window, then says what it leaves behind.
     async fn pass(&self, redispatch_after: Duration) -> anyhow::Result<Pass> {
-        let mut in_flight;
+        let mut waiting = i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?);
         loop {
-            in_flight = self.queries.in_flight(redispatch_after).await?;
-            let room = self.config.window - in_flight;
+            let room = self.config.window - waiting;
             if room <= 0 {
                 break;
             }
@@ -100,22 +98,24 @@ impl Dispatcher {
             batch.commit().await?;
             self.metrics.tasks_dispatched.inc_by(count as u64);
             tracing::debug!(tasks = count, "dispatched");
-            in_flight += count;
+            waiting += count;
             if count < room.min(self.config.batch) {
                 break;
             }
         }
-        Ok(Pass {
-            next: self.queries.next_wake(redispatch_after).await?,
-            in_flight: in_flight > 0,
+        if waiting > 0 {
+            return Ok(Pass::InFlight);
+        }
+        Ok(Pass::Idle {
+            next_start: self.queries.next_start().await?,
         })
     }
 }
 
 /// What one dispatch pass leaves behind.
-struct Pass {
-    /// When the next task falls due or needs republishing, if any.
-    next: Option<Duration>,
-    /// Published tasks not claimed yet: their claims will free room in the window.
-    in_flight: bool,
+enum Pass {
+    /// Messages wait in the broker: workers taking them will free room in the window.
+    InFlight,
+    /// The window is empty; the next task falls due after `next_start`, if any.
+    Idle { next_start: Option<Duration> },
 }

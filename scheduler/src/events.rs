@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
-use common::db::Triggers;
 use common::db::triggers::Event;
-use futures_util::StreamExt;
+use common::db::{StoreError, Triggers};
+use futures_util::{FutureExt, StreamExt};
+use lapin::Channel;
+use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::Value;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use std::sync::Arc;
 use common::metrics::Metrics;
 use common::reconnect::Reconnect;
 use tokio::sync::watch;
+
+/// Most events stored in one transaction (the consumer's prefetch).
+const BATCH: usize = 64;
 
 pub struct EventConsumer {
     pub amqp_url: String,
@@ -52,7 +57,7 @@ impl EventConsumer {
         reconnect: &mut Reconnect,
     ) -> anyhow::Result<()> {
         let (_connection, channel, mut deliveries) =
-            amqp::open_consumer(&self.amqp_url, EVENTS_QUEUE, 64).await?;
+            amqp::open_consumer(&self.amqp_url, EVENTS_QUEUE, BATCH as u16).await?;
         reconnect.connected();
         tracing::info!("consuming platform events");
         loop {
@@ -60,70 +65,135 @@ impl EventConsumer {
                 delivery = deliveries.next() => delivery,
                 _ = common::shutdown::stopped(stop) => return Ok(()),
             };
-            let delivery = match delivery {
-                Some(delivery) => delivery?,
-                None => anyhow::bail!("the broker closed the event consumer"),
-            };
-            let event = match parse(&delivery.data) {
-                Ok(event) => event,
-                Err(reason) => {
-                    tracing::warn!(%reason, "dead-lettering a malformed event");
-                    amqp::dead_letter(&channel, EVENTS_QUEUE, &delivery.data, &reason).await?;
-                    delivery.ack(BasicAckOptions::default()).await?;
-                    self.metrics
-                        .dead_lettered
-                        .with_label_values(&[EVENTS_QUEUE])
-                        .inc();
-                    self.metrics
-                        .events_consumed
-                        .with_label_values(&["malformed"])
-                        .inc();
-                    continue;
+            // Whatever else has already arrived is stored with it in one transaction.
+            let mut batch = vec![amqp::delivered(delivery)?];
+            while batch.len() < BATCH {
+                match deliveries.next().now_or_never() {
+                    Some(delivery) => batch.push(amqp::delivered(delivery)?),
+                    None => break,
                 }
-            };
-            match self.triggers.create_tasks_for(&event).await {
-                Ok((0, _)) => {
-                    tracing::debug!(event_id = %event.id, event_type = %event.event_type, "no trigger for this event");
-                    delivery.ack(BasicAckOptions::default()).await?;
-                    self.metrics
-                        .events_consumed
-                        .with_label_values(&["unmatched"])
-                        .inc();
+            }
+            let mut received = Vec::with_capacity(batch.len());
+            let mut events = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                match parse(&delivery.data) {
+                    Ok(event) => {
+                        received.push(delivery);
+                        events.push(event);
+                    }
+                    Err(reason) => self.dead_letter(&channel, &delivery, &reason).await?,
                 }
-                Ok((matched, created)) => {
-                    tracing::info!(event_id = %event.id, event_type = %event.event_type, matched, created, "event turned into tasks");
-                    delivery.ack(BasicAckOptions::default()).await?;
-                    self.metrics
-                        .events_consumed
-                        .with_label_values(&["matched"])
-                        .inc();
-                    self.metrics
-                        .tasks_created
-                        .with_label_values(&["event"])
-                        .inc_by(created);
-                    self.dispatch.notify_one();
+            }
+            if events.is_empty() {
+                continue;
+            }
+            match self.triggers.create_tasks_for(&events).await {
+                Ok(counts) => {
+                    for ((delivery, event), counts) in received.iter().zip(&events).zip(counts) {
+                        self.stored(delivery, event, counts).await?;
+                    }
+                }
+                // One event the database refuses must not hold back the others: store
+                // them one by one.
+                Err(error) if events.len() > 1 => {
+                    tracing::warn!(events = events.len(), %error, "could not store the tasks of a batch of events; storing them one by one");
+                    for (delivery, event) in received.iter().zip(&events) {
+                        match self
+                            .triggers
+                            .create_tasks_for(std::slice::from_ref(event))
+                            .await
+                        {
+                            Ok(counts) => {
+                                for counts in counts {
+                                    self.stored(delivery, event, counts).await?;
+                                }
+                            }
+                            Err(error) => self.requeue(delivery, event, &error).await?,
+                        }
+                    }
                 }
                 Err(error) => {
-                    // Postgres is unavailable: give the event back and slow down.
-                    tracing::warn!(event_id = %event.id, %error, "could not store the tasks of an event; requeued");
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await?;
-                    self.metrics
-                        .events_consumed
-                        .with_label_values(&["requeued"])
-                        .inc();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    for (delivery, event) in received.iter().zip(&events) {
+                        self.requeue(delivery, event, &error).await?;
+                    }
                 }
             }
         }
     }
+
+    /// Acks an event whose tasks are stored, and tells the dispatcher about them.
+    async fn stored(
+        &self,
+        delivery: &Delivery,
+        event: &Event,
+        (matched, created): (usize, u64),
+    ) -> anyhow::Result<()> {
+        delivery.ack(BasicAckOptions::default()).await?;
+        if matched == 0 {
+            tracing::debug!(event_id = %event.id, event_type = %event.event_type, "no trigger for this event");
+            self.metrics
+                .events_consumed
+                .with_label_values(&["unmatched"])
+                .inc();
+            return Ok(());
+        }
+        tracing::info!(event_id = %event.id, event_type = %event.event_type, matched, created, "event turned into tasks");
+        self.metrics
+            .events_consumed
+            .with_label_values(&["matched"])
+            .inc();
+        self.metrics
+            .tasks_created
+            .with_label_values(&["event"])
+            .inc_by(created);
+        self.dispatch.notify_one();
+        Ok(())
+    }
+
+    /// Gives back an event whose tasks could not be stored (the database is unavailable),
+    /// and slows down.
+    async fn requeue(
+        &self,
+        delivery: &Delivery,
+        event: &Event,
+        error: &StoreError,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(event_id = %event.id, %error, "could not store the tasks of an event; requeued");
+        delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+        self.metrics
+            .events_consumed
+            .with_label_values(&["requeued"])
+            .inc();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(%reason, "dead-lettering a malformed event");
+        amqp::dead_letter(channel, EVENTS_QUEUE, &delivery.data, reason).await?;
+        delivery.ack(BasicAckOptions::default()).await?;
+        self.metrics
+            .dead_lettered
+            .with_label_values(&[EVENTS_QUEUE])
+            .inc();
+        self.metrics
+            .events_consumed
+            .with_label_values(&["malformed"])
+            .inc();
+        Ok(())
+    }
 }
 
-/// Validates an event envelope `{id, type, content, creation_timestamp}`.
 fn parse(body: &[u8]) -> Result<Event, String> {
     if body.len() > MAX_EVENT_BYTES {
         return Err(format!(

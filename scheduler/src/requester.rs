@@ -58,6 +58,9 @@ impl Requester {
         }
         let connection = amqp::connect(&self.url).await?;
         let channel = connection.create_channel().await?;
+        // Without the queue, a request published before any worker or dispatch declared it
+        // (a fresh broker) would be dropped unroutable, and its caller would wait in vain.
+        amqp::declare_topology(&channel).await?;
         let mut replies = channel
             .basic_consume(
                 REPLY_TO.into(),

@@ -41,14 +41,7 @@ async fn direct_execution_returns_the_result_and_each_error() {
         json!({"timeLimit": 60}),
     )
     .await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
 
     let (status, task) = app
         .post("/tasks/v1/functions/measure/execute", &json!({"data": {"measurementId": "m1", "userId": "u1", "type": "heart_rate", "values": [60, 70]}}))

@@ -426,14 +426,7 @@ async fn backlog_starts_in_priority_then_start_time_order() {
 async fn canceled_tasks_never_run_even_when_cancel_races_dispatch() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(4).await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
     let mut canceled = Vec::new();
     for _ in 0..40 {
         let (_, task) = app
@@ -466,14 +459,7 @@ async fn two_workers_never_run_the_same_attempt() {
     let app = TestScheduler::start_with(|config| config.dispatch.redispatch_after_ms = 300).await;
     let first = app.start_worker(4).await;
     let second = app.start_worker(4).await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
     let mut ids = Vec::new();
     for _ in 0..60 {
         let (_, task) = app
@@ -571,14 +557,7 @@ async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished
         BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions,
     };
     let app = TestScheduler::start_with(|config| config.dispatch.redispatch_after_ms = 1000).await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
     let channel = app.vhost.channel().await;
     channel
         .confirm_select(ConfirmSelectOptions::default())

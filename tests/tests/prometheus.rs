@@ -17,14 +17,7 @@ fn free_port() -> u16 {
 async fn prometheus_scrapes_both_binaries() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(1).await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
     let (_, task) = app
         .post("/tasks/v1", &json!({"functionName": "noop"}))
         .await;

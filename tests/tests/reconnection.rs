@@ -4,20 +4,12 @@
 use std::time::Duration;
 
 use harness::{TestScheduler, TestWorker, metric_value, wait_for_readiness};
-use serde_json::json;
 
 #[tokio::test]
 async fn processes_recover_from_lost_broker_and_database_connections() {
     let app = TestScheduler::start().await;
     let worker: TestWorker = app.start_worker(2).await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
     let ids = app.create_tasks("noop", 5).await;
     app.assert_all_complete(&ids).await;
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use harness::private::{PrivatePostgres, PrivateRabbit};
 use harness::{TestDatabase, TestScheduler, TestWorker, wait_for_readiness};
-use serde_json::json;
 
 #[tokio::test]
 async fn a_rabbitmq_restart_loses_no_task() {
@@ -18,14 +17,7 @@ async fn a_rabbitmq_restart_loses_no_task() {
         config.worker.concurrency = 2;
     })
     .await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
     let before = app.create_tasks("noop", 10).await;
     app.assert_all_complete(&before).await;
 
@@ -48,14 +40,7 @@ async fn a_postgres_restart_loses_no_task() {
     let mut postgres = PrivatePostgres::start();
     let app = TestScheduler::start_on(TestDatabase::on(&postgres.server_url()), |_| {}).await;
     let worker = app.start_worker(2).await;
-    app.create_function(
-        "noop",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_noop_function("noop").await;
     let before = app.create_tasks("noop", 10).await;
 
     postgres.stop();

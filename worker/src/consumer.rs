@@ -1,24 +1,33 @@
-//! Consumes the `tasks` queue: claim, ack, run. At most `concurrency` tasks run at once; a
+//! Consumes the `tasks` queue: claim (what has arrived together, in one statement), ack, run.
+//! At most `concurrency` tasks run at once, and as many more wait claimed for a slot; a
 //! message whose claim fails (canceled, already claimed, duplicate) is acked and dropped;
 //! a message nobody can understand is dead-lettered with the reason.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::amqp::{
-    self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, WorkMessage,
-};
+use common::amqp::{self, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, WorkMessage};
 use common::db::Lifecycle;
+use common::db::lifecycle::Claimed;
 use common::reconnect::Reconnect;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::execute::{Executor, ReplyTo};
+use crate::execute::{Admission, Executor, ReplyTo};
+
+/// The consumer's two limits, `concurrency` each: tasks claimed and waiting for a runtime
+/// slot, and tasks running. Tasks claimed ahead start the moment a slot frees, instead of
+/// waiting for the next message and its claim.
+struct Slots {
+    claimed: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+}
 
 pub struct Consumer {
     pub amqp_url: String,
@@ -36,7 +45,10 @@ impl Consumer {
     /// Consumes until `stop` turns true, reconnecting to the broker when it goes away, then
     /// waits for the running tasks.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let slots = Slots {
+            claimed: Arc::new(Semaphore::new(self.concurrency)),
+            running: Arc::new(Semaphore::new(self.concurrency)),
+        };
         let mut running = JoinSet::new();
         let mut reconnect = Reconnect::new("broker (task consumer)");
         while !*stop.borrow() {
@@ -93,7 +105,7 @@ impl Consumer {
 
     async fn consume(
         &self,
-        slots: &Arc<Semaphore>,
+        slots: &Slots,
         running: &mut JoinSet<()>,
         stop: &mut watch::Receiver<bool>,
         reconnect: &mut Reconnect,
@@ -105,10 +117,10 @@ impl Consumer {
         tracing::info!("consuming tasks");
         self.connected.store(true, Ordering::Relaxed);
         loop {
-            // Take a message only when a slot is free, so prefetched messages wait in the
-            // broker's accounting instead of piling up here.
+            // Take a message only when there is room among the claimed tasks, so prefetched
+            // messages wait in the broker's accounting instead of piling up here.
             let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
+                permit = slots.claimed.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => return Ok(()),
                 },
@@ -118,92 +130,111 @@ impl Consumer {
                 delivery = deliveries.next() => delivery,
                 _ = common::shutdown::stopped(stop) => return Ok(()),
             };
-            let delivery = match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => return Err(error.into()),
-                None => anyhow::bail!("the broker closed the consumer"),
-            };
-            while running.try_join_next().is_some() {}
-            let reply = ReplyTo::of(&channel, &delivery);
-            match self.accept(&channel, &delivery).await? {
-                Some(Work::Task(claimed)) => {
-                    let executor = self.executor.clone();
-                    running.spawn(async move {
-                        executor.run(*claimed, reply).await;
-                        drop(permit);
-                    });
+            let mut batch = vec![(amqp::delivered(delivery)?, permit)];
+            // Whatever else has already arrived, while there is room, is claimed with it in
+            // one statement.
+            while let Ok(permit) = slots.claimed.clone().try_acquire_owned() {
+                match deliveries.next().now_or_never() {
+                    Some(delivery) => batch.push((amqp::delivered(delivery)?, permit)),
+                    None => break,
                 }
-                Some(Work::Api(invocation)) => {
-                    let executor = self.executor.clone();
-                    running.spawn(async move {
-                        executor.run_api(invocation, reply).await;
-                        drop(permit);
-                    });
-                }
-                None => {}
             }
+            while running.try_join_next().is_some() {}
+            self.accept(&channel, batch, &slots.running, running)
+                .await?;
         }
     }
 
-    /// Acks a message once its work is secured: a task claimed in Postgres, or an API call
-    /// (which a lost message only fails, as its caller times out). Returns the work to do.
-    async fn accept(&self, channel: &Channel, delivery: &Delivery) -> anyhow::Result<Option<Work>> {
-        let task_id = match parse(&delivery.data) {
-            Ok(WorkMessage::Task(message)) => message.task_id,
-            Ok(WorkMessage::Api(invocation)) => {
-                delivery.ack(BasicAckOptions::default()).await?;
-                return Ok(Some(Work::Api(invocation)));
+    /// Acks each message once its work is secured: tasks claimed in Postgres (one statement
+    /// for the whole batch), or an API call (which a lost message only fails, as its caller
+    /// times out), and starts the work.
+    async fn accept(
+        &self,
+        channel: &Channel,
+        batch: Vec<(Delivery, OwnedSemaphorePermit)>,
+        slots: &Arc<Semaphore>,
+        running: &mut JoinSet<()>,
+    ) -> anyhow::Result<()> {
+        let mut tasks = Vec::with_capacity(batch.len());
+        for (delivery, permit) in batch {
+            match parse(&delivery.data) {
+                Ok(WorkMessage::Task(message)) => tasks.push((message.task_id, delivery, permit)),
+                Ok(WorkMessage::Api(invocation)) => {
+                    delivery.ack(BasicAckOptions::default()).await?;
+                    let reply = ReplyTo::of(channel, &delivery);
+                    let executor = self.executor.clone();
+                    let admission = Admission::new(permit, slots);
+                    running
+                        .spawn(async move { executor.run_api(invocation, reply, admission).await });
+                }
+                Err(reason) => self.dead_letter(channel, &delivery, &reason).await?,
             }
-            Err(reason) => {
-                tracing::warn!(%reason, "dead-lettering an unusable task message");
-                if let Err(error) =
-                    amqp::dead_letter(channel, TASKS_QUEUE, &delivery.data, &reason).await
-                {
-                    tracing::error!(%error, "could not dead-letter a message; it is requeued");
+        }
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = tasks.iter().map(|(id, _, _)| id.as_str()).collect();
+        let claimed = match self.lifecycle.claim(&ids, self.lease).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                // Postgres is unavailable: give the messages back and slow down.
+                tracing::warn!(tasks = tasks.len(), %error, "could not claim tasks; messages requeued");
+                for (_, delivery, _) in &tasks {
                     delivery
                         .nack(BasicNackOptions {
                             requeue: true,
                             ..Default::default()
                         })
                         .await?;
-                    return Ok(None);
                 }
-                delivery.ack(BasicAckOptions::default()).await?;
-                self.executor
-                    .metrics
-                    .dead_lettered
-                    .with_label_values(&[TASKS_QUEUE])
-                    .inc();
-                return Ok(None);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Ok(());
             }
         };
-        match self.lifecycle.claim(&task_id, self.lease).await {
-            Ok(claimed) => {
-                delivery.ack(BasicAckOptions::default()).await?;
-                if claimed.is_none() {
-                    tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped");
-                }
-                Ok(claimed.map(|claimed| Work::Task(Box::new(claimed))))
-            }
-            Err(error) => {
-                // Postgres is unavailable: give the message back and slow down.
-                tracing::warn!(task_id = %task_id, %error, "could not claim a task; message requeued");
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Ok(None)
-            }
+        let mut claimed: HashMap<String, Claimed> = claimed
+            .into_iter()
+            .map(|claimed| (claimed.task.id.to_string(), claimed))
+            .collect();
+        for (task_id, delivery, permit) in tasks {
+            delivery.ack(BasicAckOptions::default()).await?;
+            let Some(claimed) = claimed.remove(&task_id) else {
+                tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped");
+                continue;
+            };
+            let reply = ReplyTo::of(channel, &delivery);
+            let executor = self.executor.clone();
+            let admission = Admission::new(permit, slots);
+            running.spawn(async move { executor.run(claimed, reply, admission).await });
         }
+        Ok(())
     }
-}
 
-enum Work {
-    Task(Box<common::db::lifecycle::Claimed>),
-    Api(ApiInvocation),
+    /// Moves a message nobody can understand to the dead-letter queue, with the reason.
+    async fn dead_letter(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(%reason, "dead-lettering an unusable task message");
+        if let Err(error) = amqp::dead_letter(channel, TASKS_QUEUE, &delivery.data, reason).await {
+            tracing::error!(%error, "could not dead-letter a message; it is requeued");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?;
+            return Ok(());
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+        self.executor
+            .metrics
+            .dead_lettered
+            .with_label_values(&[TASKS_QUEUE])
+            .inc();
+        Ok(())
+    }
 }
 
 fn parse(body: &[u8]) -> Result<WorkMessage, String> {

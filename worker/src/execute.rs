@@ -6,22 +6,22 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use common::amqp::{ApiInvocation, ApiOutcome};
-use common::db::lifecycle::{Claimed, FailOutcome, Fence};
+use common::db::lifecycle::{Claimed, Completion, FailOutcome, Fence};
+use common::db::task_logs::LogLine;
 use common::db::{ApiRequests, Functions, Lifecycle, StoreError, TaskLogs};
 use common::domain::{FunctionDefinition, Runtime, TaskError};
 use common::metrics::Metrics;
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use crate::completions::Completions;
+use crate::patience::patiently;
 use crate::runtime::RuntimePool;
 use crate::runtime::process::FunctionSpec;
 
 /// Largest result a task may store.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
-
-/// How long a running attempt keeps trying to reach the database (to load its function, to
-/// store its outcome) while it is unreachable.
-const STORE_PATIENCE: Duration = Duration::from_secs(300);
 
 /// The attempts this worker is running, whose leases it renews.
 #[derive(Clone, Default)]
@@ -83,10 +83,35 @@ impl ReplyTo {
     }
 }
 
+/// What lets a claimed task run: its place among the claimed tasks, traded for a runtime
+/// slot once one is free.
+pub struct Admission {
+    claimed: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
+}
+
+impl Admission {
+    pub fn new(claimed: OwnedSemaphorePermit, slots: &Arc<Semaphore>) -> Admission {
+        Admission {
+            claimed,
+            slots: slots.clone(),
+        }
+    }
+
+    /// Waits for a runtime slot. The slots are never closed; were they, the work would run
+    /// without one rather than be dropped.
+    async fn slot(self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.acquire_owned().await.ok();
+        drop(self.claimed);
+        slot
+    }
+}
+
 pub struct Executor {
     pub functions: Functions,
     pub api_requests: ApiRequests,
     pub lifecycle: Lifecycle,
+    pub completions: Completions,
     pub logs: TaskLogs,
     pub runtimes: RuntimePool,
     pub running: Running,
@@ -94,22 +119,28 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Runs a claimed task; every log line it produces carries the task id and function.
-    pub async fn run(&self, claimed: Claimed, reply: Option<ReplyTo>) {
+    /// Runs a claimed task once it has a slot; every log line it produces carries the task id
+    /// and function. The slot is given back as soon as the function has returned: storing
+    /// the outcome needs no runtime process, and is batched with other attempts'.
+    pub async fn run(&self, claimed: Claimed, reply: Option<ReplyTo>, admission: Admission) {
         let span = tracing::info_span!(
             "task",
             task_id = %claimed.task.id,
             function = %claimed.task.function_name,
             attempt = claimed.attempt
         );
-        self.run_claimed(claimed, reply).instrument(span).await
+        self.run_claimed(claimed, reply, admission)
+            .instrument(span)
+            .await
     }
 
-    async fn run_claimed(&self, claimed: Claimed, reply: Option<ReplyTo>) {
+    async fn run_claimed(&self, claimed: Claimed, reply: Option<ReplyTo>, admission: Admission) {
         let task_id = claimed.task.id.to_string();
         let attempt = claimed.attempt;
         let function_name = claimed.task.function_name.clone();
+        // Leases are renewed from the claim on, while the task waits for its slot too.
         self.running.add(&task_id, attempt);
+        let slot = admission.slot().await;
         let started = std::time::Instant::now();
         let labels = [function_name.as_str()];
         self.metrics.tasks_started.with_label_values(&labels).inc();
@@ -121,8 +152,9 @@ impl Executor {
             .queue_lag
             .with_label_values(&labels)
             .observe(lag.max(0) as f64 / 1e6);
-        let outcome = self.invoke(&claimed).await;
-        self.store_outcome(&task_id, attempt, &function_name, &outcome)
+        let (outcome, logs) = self.invoke(&claimed).await;
+        drop(slot);
+        self.store_outcome(&task_id, attempt, &function_name, outcome, logs)
             .await;
         self.running.remove(&task_id, attempt);
         self.metrics.tasks_running.dec();
@@ -153,57 +185,74 @@ impl Executor {
         task_id: &str,
         attempt: i32,
         function_name: &str,
-        outcome: &Result<Value, TaskError>,
+        outcome: Result<Value, TaskError>,
+        logs: Vec<LogLine>,
     ) {
-        let stored = patiently("store the outcome of a task", || {
-            self.store_once(task_id, attempt, function_name, outcome)
-        })
-        .await;
+        let stored = match outcome {
+            Ok(result) => {
+                let completion = Completion {
+                    task_id: task_id.to_owned(),
+                    attempt,
+                    result,
+                    logs,
+                };
+                self.completions.store(completion).await.map(|stored| {
+                    if stored {
+                        self.finished(function_name, "complete");
+                        tracing::info!(task_id = %task_id, function = %function_name, "task complete");
+                    } else {
+                        tracing::warn!(task_id = %task_id, "attempt was superseded; result discarded");
+                    }
+                })
+            }
+            Err(error) => {
+                self.append_logs(task_id, &logs).await;
+                patiently("store the outcome of a task", || {
+                    self.store_failure(task_id, attempt, function_name, &error)
+                })
+                .await
+            }
+        };
         if let Err(error) = stored {
             // The lease will expire and the sweeper will settle the task.
             tracing::error!(task_id = %task_id, %error, "could not store the outcome of a task");
         }
     }
 
-    async fn store_once(
+    async fn append_logs(&self, task_id: &str, logs: &[LogLine]) {
+        let Ok(id) = task_id.parse() else { return };
+        if let Err(error) = self.logs.append(&id, logs).await {
+            tracing::warn!(task_id = %task_id, %error, "could not store task logs");
+        }
+    }
+
+    async fn store_failure(
         &self,
         task_id: &str,
         attempt: i32,
         function_name: &str,
-        outcome: &Result<Value, TaskError>,
+        error: &TaskError,
     ) -> Result<(), StoreError> {
-        match outcome {
-            Ok(result) => {
-                if self.lifecycle.complete(task_id, attempt, result).await? {
-                    self.finished(function_name, "complete");
-                    tracing::info!(task_id = %task_id, function = %function_name, "task complete");
-                } else {
-                    tracing::warn!(task_id = %task_id, "attempt was superseded; result discarded");
-                }
+        let fence = Fence {
+            attempt,
+            lease_expired: false,
+        };
+        match self.lifecycle.fail(task_id, fence, error).await? {
+            FailOutcome::Stale => {
+                tracing::warn!(task_id = %task_id, "attempt was superseded; error discarded")
             }
-            Err(error) => {
-                let fence = Fence {
-                    attempt,
-                    lease_expired: false,
-                };
-                match self.lifecycle.fail(task_id, fence, error).await? {
-                    FailOutcome::Stale => {
-                        tracing::warn!(task_id = %task_id, "attempt was superseded; error discarded")
-                    }
-                    outcome => {
-                        if let FailOutcome::Retried(_) = outcome {
-                            self.finished(function_name, "retried");
-                            self.metrics.retries.inc();
-                            self.metrics
-                                .tasks_created
-                                .with_label_values(&["retry"])
-                                .inc();
-                        } else {
-                            self.finished(function_name, "failed");
-                        }
-                        tracing::info!(task_id = %task_id, function = %function_name, error = %error.name, ?outcome, "task failed")
-                    }
+            outcome => {
+                if let FailOutcome::Retried(_) = outcome {
+                    self.finished(function_name, "retried");
+                    self.metrics.retries.inc();
+                    self.metrics
+                        .tasks_created
+                        .with_label_values(&["retry"])
+                        .inc();
+                } else {
+                    self.finished(function_name, "failed");
                 }
+                tracing::info!(task_id = %task_id, function = %function_name, error = %error.name, ?outcome, "task failed")
             }
         }
         Ok(())
@@ -219,11 +268,18 @@ impl Executor {
     /// Runs an API-function call: the event comes with the message, the function's raw return
     /// value goes back to the caller (which validates it), and the output lines are stored as
     /// the request's logs.
-    pub async fn run_api(&self, invocation: ApiInvocation, reply: Option<ReplyTo>) {
+    pub async fn run_api(
+        &self,
+        invocation: ApiInvocation,
+        reply: Option<ReplyTo>,
+        admission: Admission,
+    ) {
+        let slot = admission.slot().await;
         let outcome = match self.invoke_api(&invocation).await {
             Ok(value) => ApiOutcome::Returned(value),
             Err(error) => ApiOutcome::Failed(error),
         };
+        drop(slot);
         match reply {
             Some(reply) => {
                 reply
@@ -291,61 +347,50 @@ impl Executor {
             })
     }
 
-    async fn invoke(&self, claimed: &Claimed) -> Result<Value, TaskError> {
+    /// Runs the function of a task; returns its outcome and output lines.
+    async fn invoke(&self, claimed: &Claimed) -> (Result<Value, TaskError>, Vec<LogLine>) {
         let task = &claimed.task;
-        let function = self.function(&task.function_name, true).await?;
-        let spec = spec_of(&function)?;
-        let event = serde_json::to_vec(task)
-            .map(Bytes::from)
-            .map_err(|e| TaskError::invocation("Runtime.InvalidEvent", e.to_string()))?;
+        let prepared = async {
+            let function = self.function(&task.function_name, true).await?;
+            let spec = spec_of(&function)?;
+            let event = serde_json::to_vec(task)
+                .map(Bytes::from)
+                .map_err(|e| TaskError::invocation("Runtime.InvalidEvent", e.to_string()))?;
+            Ok::<_, TaskError>((function, spec, event))
+        };
+        let (function, spec, event) = match prepared.await {
+            Ok(prepared) => prepared,
+            Err(error) => return (Err(error), Vec::new()),
+        };
         let request_id = format!("{}-{}", task.id, claimed.attempt);
         let result = self
             .runtimes
             .invoke(&spec, &function.code_sha256, request_id, event)
             .await;
-        if let Err(error) = self.logs.append(&task.id, &result.logs).await {
-            tracing::warn!(task_id = %task.id, %error, "could not store task logs");
-        }
-        let body = result.outcome?;
-        if body.len() > MAX_RESULT_BYTES {
-            return Err(TaskError::runtime(
-                "ResultTooLarge",
-                format!(
-                    "The function returned {} bytes; a task result may have at most {MAX_RESULT_BYTES}",
-                    body.len()
-                ),
-            ));
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            TaskError::runtime(
-                "Runtime.InvalidResponse",
-                format!("The function's result is not valid JSON: {e}"),
-            )
-        })
+        (
+            result.outcome.and_then(|body| result_of(&body)),
+            result.logs,
+        )
     }
 }
 
-/// Runs a database operation until it succeeds, fails with an error that will not go away,
-/// or [`STORE_PATIENCE`] runs out, backing off from 100 ms to 2 s between tries.
-async fn patiently<T, F, Fut>(what: &str, mut operation: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let deadline = std::time::Instant::now() + STORE_PATIENCE;
-    let mut wait = Duration::from_millis(100);
-    loop {
-        let error = match operation().await {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        if !error.is_transient() || std::time::Instant::now() + wait > deadline {
-            return Err(error);
-        }
-        tracing::warn!(%error, "could not {what}; trying again");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
+/// A task's result: the function's JSON answer, within [`MAX_RESULT_BYTES`].
+fn result_of(body: &[u8]) -> Result<Value, TaskError> {
+    if body.len() > MAX_RESULT_BYTES {
+        return Err(TaskError::runtime(
+            "ResultTooLarge",
+            format!(
+                "The function returned {} bytes; a task result may have at most {MAX_RESULT_BYTES}",
+                body.len()
+            ),
+        ));
     }
+    serde_json::from_slice(body).map_err(|e| {
+        TaskError::runtime(
+            "Runtime.InvalidResponse",
+            format!("The function's result is not valid JSON: {e}"),
+        )
+    })
 }
 
 fn spec_of(function: &FunctionDefinition) -> Result<FunctionSpec, TaskError> {

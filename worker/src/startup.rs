@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::completions::Completions;
 use crate::config::WorkerConfig;
 use crate::consumer::{self, Consumer};
 use crate::execute::{Executor, Running};
@@ -100,6 +101,7 @@ impl Worker {
             functions: self.functions,
             api_requests: ApiRequests::new(self.pool.clone()),
             lifecycle: lifecycle.clone(),
+            completions: Completions::start(lifecycle.clone()),
             logs: TaskLogs::new(self.pool.clone()),
             runtimes: self.runtimes,
             running: running.clone(),

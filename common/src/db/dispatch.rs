@@ -44,21 +44,6 @@ impl DispatchQueries {
         Ok(self.pool.get().await?)
     }
 
-    /// Dispatched tasks not yet claimed whose message may still be in the broker.
-    pub async fn in_flight(&self, redispatch_after: Duration) -> Result<i64, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT count(*) FROM tasks WHERE status = 'new' AND dispatched_at IS NOT NULL \
-                 AND dispatched_at > now() - $1 * interval '1 second'",
-            )
-            .await?;
-        let row = client
-            .query_one(&statement, &[&redispatch_after.as_secs_f64()])
-            .await?;
-        Ok(row.try_get(0)?)
-    }
-
     /// Locks and marks up to `limit` due tasks of enabled functions, highest priority first,
     /// then earliest start. Tasks dispatched more than `redispatch_after` ago and still not
     /// claimed are taken again: their message was lost. `SKIP LOCKED` lets several
@@ -70,6 +55,13 @@ impl DispatchQueries {
         redispatch_after: Duration,
     ) -> Result<DispatchBatch<'a>, StoreError> {
         let transaction = client.transaction().await?;
+        // Read the head of the due-tasks index in its order, never the whole backlog. The
+        // planner estimates from statistics that lag far behind a queue that fills in
+        // seconds; believing the backlog small, it would fetch every due task and sort them,
+        // on every pass, which slows the dispatcher exactly when the backlog grows.
+        transaction
+            .batch_execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")
+            .await?;
         let statement = transaction
             .prepare_cached(
                 "WITH due AS ( \
@@ -134,24 +126,17 @@ impl DispatchQueries {
         Ok(client.execute(&statement, &[&error]).await?)
     }
 
-    /// How long until the next thing the dispatcher must do on its own: the earliest future
-    /// start time, or the earliest re-dispatch of an unclaimed task. `None` when nothing waits.
-    pub async fn next_wake(
-        &self,
-        redispatch_after: Duration,
-    ) -> Result<Option<Duration>, StoreError> {
+    /// How long until the earliest future start time; `None` when no task waits for one.
+    pub async fn next_start(&self) -> Result<Option<Duration>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
-                "SELECT GREATEST(0, EXTRACT(EPOCH FROM (LEAST( \
-                   (SELECT min(start_timestamp) FROM tasks WHERE status = 'new' AND start_timestamp > now()), \
-                   (SELECT min(dispatched_at) FROM tasks WHERE status = 'new' AND dispatched_at IS NOT NULL) \
-                     + $1 * interval '1 second') - now())))::float8",
+                "SELECT GREATEST(0, EXTRACT(EPOCH FROM ( \
+                   (SELECT min(start_timestamp) FROM tasks WHERE status = 'new' AND start_timestamp > now()) \
+                   - now())))::float8",
             )
             .await?;
-        let row = client
-            .query_one(&statement, &[&redispatch_after.as_secs_f64()])
-            .await?;
+        let row = client.query_one(&statement, &[]).await?;
         let seconds: Option<f64> = row.try_get(0)?;
         Ok(seconds.map(Duration::from_secs_f64))
     }

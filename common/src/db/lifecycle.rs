@@ -2,6 +2,7 @@
 //! scheduler's sweeper (zombies). Every write after the claim is fenced by the attempt number,
 //! so a slow worker can never overwrite a newer attempt.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::StoreError;
 use super::outbox;
+use super::task_logs::{LogLine, TASK_LOGS};
 use super::tasks::task_from_row;
 use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
 use crate::id::ObjectId;
@@ -25,6 +27,15 @@ pub const RETRY_DELAYS: [Duration; 3] = [
 pub struct Claimed {
     pub task: Task,
     pub attempt: i32,
+}
+
+/// The result of an attempt that ran to the end, with its output lines.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub task_id: String,
+    pub attempt: i32,
+    pub result: Value,
+    pub logs: Vec<LogLine>,
 }
 
 /// Which attempt a write is for.
@@ -55,33 +66,39 @@ impl Lifecycle {
         Lifecycle { pool }
     }
 
-    /// `new → inProgress` if the task is still `new` and due, with a fresh lease.
+    /// `new → inProgress` for those of `task_ids` still `new` and due, each with a fresh
+    /// lease, in one statement. Returns the tasks claimed (in no particular order); an id
+    /// listed twice is claimed once. The ids are joined rather than matched with `= ANY`,
+    /// which keeps the plan on the primary key: with `ANY`, a cached generic plan can pick
+    /// the due-tasks index and read the whole backlog for a handful of rows.
     pub async fn claim(
         &self,
-        task_id: &str,
+        task_ids: &[&str],
         lease: Duration,
-    ) -> Result<Option<Claimed>, StoreError> {
+    ) -> Result<Vec<Claimed>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
                 "UPDATE tasks SET status = 'inProgress', attempt = attempt + 1, \
                    lease_expires_at = now() + $2 * interval '1 second', dispatched_at = NULL, \
                    claimed_at = clock_timestamp(), status_changed_timestamp = $3, update_timestamp = $3 \
-                 WHERE id = $1 AND status = 'new' AND start_timestamp <= now() \
-                 RETURNING *",
+                 FROM UNNEST($1::text[]) AS c(id) \
+                 WHERE tasks.id = c.id AND tasks.status = 'new' AND tasks.start_timestamp <= now() \
+                 RETURNING tasks.*",
             )
             .await?;
         let now = crate::time::now();
-        let row = client
-            .query_opt(&statement, &[&task_id, &lease.as_secs_f64(), &now])
+        let rows = client
+            .query(&statement, &[&task_ids, &lease.as_secs_f64(), &now])
             .await?;
-        row.map(|row| {
-            Ok(Claimed {
-                task: task_from_row(&row)?,
-                attempt: row.try_get("attempt")?,
+        rows.iter()
+            .map(|row| {
+                Ok(Claimed {
+                    task: task_from_row(row)?,
+                    attempt: row.try_get("attempt")?,
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     /// Extends the leases of running attempts; returns how many are still owned.
@@ -106,26 +123,39 @@ impl Lifecycle {
             .await?)
     }
 
-    /// `inProgress → complete` with the function's result. False when the attempt is stale.
-    pub async fn complete(
-        &self,
-        task_id: &str,
-        attempt: i32,
-        result: &Value,
-    ) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
+    /// `inProgress → complete` for each attempt with its function's result, and their log
+    /// lines, in one transaction. Says for each whether it was stored: false when the attempt
+    /// is stale (its log lines are kept all the same).
+    pub async fn complete(&self, completions: &[Completion]) -> Result<Vec<bool>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let logs: Vec<(&str, &[LogLine])> = completions
+            .iter()
+            .map(|c| (c.task_id.as_str(), c.logs.as_slice()))
+            .collect();
+        TASK_LOGS.append_all(&transaction, &logs).await?;
+        let statement = transaction
             .prepare_cached(
-                "UPDATE tasks SET status = 'complete', result = $3, lease_expires_at = NULL, \
+                "UPDATE tasks SET status = 'complete', result = c.result, lease_expires_at = NULL, \
                    status_changed_timestamp = $4, update_timestamp = $4 \
-                 WHERE id = $1 AND attempt = $2 AND status = 'inProgress'",
+                 FROM UNNEST($1::text[], $2::int[], $3::jsonb[]) AS c(id, attempt, result) \
+                 WHERE tasks.id = c.id AND tasks.attempt = c.attempt AND tasks.status = 'inProgress' \
+                 RETURNING tasks.id",
             )
             .await?;
+        let ids: Vec<&str> = completions.iter().map(|c| c.task_id.as_str()).collect();
+        let attempts: Vec<i32> = completions.iter().map(|c| c.attempt).collect();
+        let results: Vec<&Value> = completions.iter().map(|c| &c.result).collect();
         let now = crate::time::now();
-        Ok(client
-            .execute(&statement, &[&task_id, &attempt, result, &now])
-            .await?
-            == 1)
+        let rows = transaction
+            .query(&statement, &[&ids, &attempts, &results, &now])
+            .await?;
+        transaction.commit().await?;
+        let stored = rows
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(ids.iter().map(|id| stored.contains(*id)).collect())
     }
 
     /// `inProgress → retried` (and a retry task) when the function's retry policy covers the

@@ -2,6 +2,7 @@
 //! (`api_request_logs`): appended in one statement, listed oldest first.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::StoreError;
@@ -18,24 +19,42 @@ pub(crate) struct LogTable {
 impl LogTable {
     pub async fn append(
         &self,
-        client: &deadpool_postgres::Client,
+        client: &impl GenericClient,
         owner: &str,
         lines: &[LogLine],
     ) -> Result<(), StoreError> {
-        if lines.is_empty() {
+        self.append_all(client, &[(owner, lines)]).await
+    }
+
+    /// Appends the lines of several owners in one statement.
+    pub async fn append_all(
+        &self,
+        client: &impl GenericClient,
+        entries: &[(&str, &[LogLine])],
+    ) -> Result<(), StoreError> {
+        let count = entries.iter().map(|(_, lines)| lines.len()).sum();
+        if count == 0 {
             return Ok(());
+        }
+        let mut owners = Vec::with_capacity(count);
+        let mut timestamps: Vec<DateTime<Utc>> = Vec::with_capacity(count);
+        let mut messages = Vec::with_capacity(count);
+        for (owner, lines) in entries {
+            for line in *lines {
+                owners.push(*owner);
+                timestamps.push(line.timestamp);
+                messages.push(line.message.as_str());
+            }
         }
         let statement = client
             .prepare_cached(&format!(
                 "INSERT INTO {} ({}, timestamp, message) \
-                 SELECT $1, t, m FROM UNNEST($2::timestamptz[], $3::text[]) AS l(t, m)",
+                 SELECT o, t, m FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS l(o, t, m)",
                 self.table, self.owner
             ))
             .await?;
-        let timestamps: Vec<DateTime<Utc>> = lines.iter().map(|l| l.timestamp).collect();
-        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
         client
-            .execute(&statement, &[&owner, &timestamps, &messages])
+            .execute(&statement, &[&owners, &timestamps, &messages])
             .await?;
         Ok(())
     }

@@ -23,7 +23,7 @@ pub struct LogLine {
     pub timestamp: DateTime<Utc>,
 }
 
-const TASK_LOGS: LogTable = LogTable {
+pub(crate) const TASK_LOGS: LogTable = LogTable {
     table: "task_logs",
     owner: "task_id",
 };

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
@@ -158,10 +159,13 @@ impl Triggers {
             .await?)
     }
 
-    /// Creates one task per enabled trigger matching the event, in one transaction. A
-    /// redelivered event creates nothing new: the (trigger, event id) pair is unique. Returns
-    /// (matching triggers, tasks created).
-    pub async fn create_tasks_for(&self, event: &Event) -> Result<(usize, u64), StoreError> {
+    /// Creates one task per enabled trigger matching each event, for all the events in one
+    /// transaction. A redelivered event creates nothing new: the (trigger, event id) pair is
+    /// unique. Returns, per event, (matching triggers, tasks created).
+    pub async fn create_tasks_for(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<(usize, u64)>, StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         let rows = transaction
@@ -170,49 +174,89 @@ impl Triggers {
                 &[],
             )
             .await?;
+        let triggers = rows
+            .iter()
+            .map(trigger_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let insert = transaction
+            .prepare_cached(
+                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
+                   start_timestamp, priority, source, trigger_id, event_id, creation_timestamp, \
+                   update_timestamp) \
+                 VALUES ($1, $2, 'new', $3, $4, $5, $6, \
+                   COALESCE($7, (SELECT default_priority FROM functions WHERE name = $2), 0), \
+                   'event', $8, $9, $3, $3) \
+                 ON CONFLICT (trigger_id, event_id) WHERE trigger_id IS NOT NULL DO NOTHING",
+            )
+            .await?;
         let now = crate::time::now();
-        let mut matched = 0;
-        let mut created = 0;
-        for row in &rows {
-            let trigger = trigger_from_row(row)?;
-            if !event_type_matches(&trigger.event_type, &event.event_type) {
-                continue;
+        let mut counts = vec![(0, 0); events.len()];
+        let mut inserts = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            for trigger in &triggers {
+                if !event_type_matches(&trigger.event_type, &event.event_type) {
+                    continue;
+                }
+                counts[index].0 += 1;
+                let mut data = match &trigger.data {
+                    Value::Object(map) => map.clone(),
+                    _ => Map::new(),
+                };
+                data.insert(EVENT_KEY.to_owned(), event.envelope.clone());
+                let mut tags = trigger.tags.clone();
+                tags.push(format!("event:{}", event.id));
+                inserts.push(TriggeredTask {
+                    event: index,
+                    id: ObjectId::generate().to_string(),
+                    data: Value::Object(data),
+                    tags,
+                    start: now + chrono::Duration::seconds(trigger.delay_seconds),
+                    trigger_id: trigger.id.to_string(),
+                    trigger,
+                });
             }
-            matched += 1;
-            let mut data = match trigger.data {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            };
-            data.insert(EVENT_KEY.to_owned(), event.envelope.clone());
-            let mut tags = trigger.tags.clone();
-            tags.push(format!("event:{}", event.id));
-            let start = now + chrono::Duration::seconds(trigger.delay_seconds);
-            created += transaction
-                .execute(
-                    "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
-                       start_timestamp, priority, source, trigger_id, event_id, creation_timestamp, \
-                       update_timestamp) \
-                     VALUES ($1, $2, 'new', $3, $4, $5, $6, \
-                       COALESCE($7, (SELECT default_priority FROM functions WHERE name = $2), 0), \
-                       'event', $8, $9, $3, $3) \
-                     ON CONFLICT (trigger_id, event_id) WHERE trigger_id IS NOT NULL DO NOTHING",
-                    &[
-                        &ObjectId::generate().to_string(),
-                        &trigger.function_name,
-                        &now,
-                        &Value::Object(data),
-                        &tags,
-                        &start,
-                        &trigger.priority,
-                        &trigger.id.to_string(),
-                        &event.id,
-                    ],
-                )
-                .await?;
+        }
+        let parameters: Vec<[&(dyn ToSql + Sync); 9]> = inserts
+            .iter()
+            .map(|task| {
+                [
+                    &task.id as &(dyn ToSql + Sync),
+                    &task.trigger.function_name,
+                    &now,
+                    &task.data,
+                    &task.tags,
+                    &task.start,
+                    &task.trigger.priority,
+                    &task.trigger_id,
+                    &events[task.event].id,
+                ]
+            })
+            .collect();
+        // Sent together, the inserts travel pipelined rather than one round trip each.
+        let created = futures_util::future::try_join_all(
+            parameters
+                .iter()
+                .map(|parameters| transaction.execute(&insert, parameters)),
+        )
+        .await?;
+        for (task, created) in inserts.iter().zip(created) {
+            counts[task.event].1 += created;
         }
         transaction.commit().await?;
-        Ok((matched, created))
+        Ok(counts)
     }
+}
+
+/// A task an event's trigger creates.
+struct TriggeredTask<'a> {
+    /// Index of the event in the batch.
+    event: usize,
+    id: String,
+    data: Value,
+    tags: Vec<String>,
+    start: DateTime<Utc>,
+    trigger_id: String,
+    trigger: &'a Trigger,
 }
 
 fn trigger_from_row(row: &Row) -> Result<Trigger, StoreError> {
