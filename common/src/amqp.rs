@@ -30,6 +30,8 @@ pub enum AmqpError {
     TimedOut(std::time::Duration),
     #[error("the broker closed the consumer")]
     ConsumerClosed,
+    #[error("broker address: {0}")]
+    Address(String),
 }
 
 /// What a consumer stream yielded: the next delivery, or why there is none.
@@ -87,9 +89,16 @@ pub enum ApiOutcome {
 }
 
 pub async fn connect(url: &str) -> Result<Connection, AmqpError> {
-    let properties = ConnectionProperties::default();
-    Ok(Connection::connect(url, properties).await?)
+    let mut uri: lapin::uri::AMQPUri = url.parse().map_err(AmqpError::Address)?;
+    // The client keeps two buffers of 32 frames per connection, written in full: at the
+    // broker's usual 128 KiB frames, 8 MiB of memory for each of a process's connections.
+    // Messages here are small; larger ones travel in more frames.
+    uri.query.frame_max = uri.query.frame_max.or(Some(FRAME_MAX));
+    Ok(Connection::connect_uri(uri, ConnectionProperties::default()).await?)
 }
+
+/// Largest frame this service proposes to the broker, unless the URL asks for another.
+const FRAME_MAX: u32 = 16 * 1024;
 
 /// A consumer of `queue` on a fresh connection in confirm mode (so dead-lettering can wait
 /// for the broker), with the topology declared and at most `prefetch` unacked messages. The

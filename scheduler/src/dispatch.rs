@@ -14,9 +14,12 @@ use crate::config::DispatchConfig;
 
 use common::metrics::Metrics;
 
-/// How often the window is re-checked while messages wait in it: workers taking them free
-/// room without telling the scheduler (a NOTIFY per claim would serialize every commit).
+/// How often the window is re-checked while workers take messages from it: they free room
+/// without telling the scheduler (a NOTIFY per claim would serialize every commit).
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
+/// The slowest re-check, reached by doubling while nobody takes the waiting messages (no
+/// worker is up, say).
+const UNTAKEN_POLL: Duration = Duration::from_millis(320);
 
 pub struct Dispatcher {
     pub queries: DispatchQueries,
@@ -34,11 +37,28 @@ impl Dispatcher {
         // lost), so the dispatcher never sleeps longer than that.
         let longest_sleep = self.config.max_sleep().min(redispatch_after);
         let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
+        let mut poll = IN_FLIGHT_POLL;
+        let mut left_waiting = None;
         loop {
             let wait = match self.pass(redispatch_after).await {
-                Ok(Pass::InFlight) => IN_FLIGHT_POLL,
-                Ok(Pass::Idle { next_start }) => {
-                    next_start.map_or(longest_sleep, |next| next.min(longest_sleep))
+                Ok(pass) => {
+                    let wait = match pass.waiting {
+                        Some(Waiting { found, left }) => {
+                            let taken = left_waiting.is_none_or(|before| found < before);
+                            poll = if taken {
+                                IN_FLIGHT_POLL
+                            } else {
+                                (poll * 2).min(UNTAKEN_POLL)
+                            };
+                            left_waiting = Some(left);
+                            poll
+                        }
+                        None => {
+                            left_waiting = None;
+                            longest_sleep
+                        }
+                    };
+                    pass.next_start.map_or(wait, |next| next.min(wait))
                 }
                 Err(error) => {
                     tracing::warn!(%error, "dispatch pass failed, retrying");
@@ -65,7 +85,8 @@ impl Dispatcher {
 
     /// Fills the window, then says what it leaves behind.
     async fn pass(&self, redispatch_after: Duration) -> anyhow::Result<Pass> {
-        let mut waiting = i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?);
+        let found = i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?);
+        let mut waiting = found;
         loop {
             let room = self.config.window - waiting;
             if room <= 0 {
@@ -103,19 +124,26 @@ impl Dispatcher {
                 break;
             }
         }
-        if waiting > 0 {
-            return Ok(Pass::InFlight);
-        }
-        Ok(Pass::Idle {
+        Ok(Pass {
+            waiting: (waiting > 0).then_some(Waiting {
+                found,
+                left: waiting,
+            }),
             next_start: self.queries.next_start().await?,
         })
     }
 }
 
 /// What one dispatch pass leaves behind.
-enum Pass {
-    /// Messages wait in the broker: workers taking them will free room in the window.
-    InFlight,
-    /// The window is empty; the next task falls due after `next_start`, if any.
-    Idle { next_start: Option<Duration> },
+struct Pass {
+    /// Messages waiting in the broker, if any: workers taking them will free room.
+    waiting: Option<Waiting>,
+    /// When the next task falls due, if one waits for its start.
+    next_start: Option<Duration>,
+}
+
+/// The ready messages when a pass began, and when it ended.
+struct Waiting {
+    found: i64,
+    left: i64,
 }

@@ -302,6 +302,8 @@ def handle(event, context):
         "addsCode": can_write(os.path.join(code, "added.py")),
         "descriptors": descriptors,
         "limits": limits,
+        "byteCode": os.path.isfile(__cached__),
+        "compiledAs": handle.__code__.co_filename,
     }
 "#;
 
@@ -310,7 +312,9 @@ async fn each_process_runs_as_its_own_user_with_a_private_home_and_read_only_cod
     let app = TestScheduler::start().await;
     let base = 220_000;
     let worker = sandboxed_worker(&app, base, Isolation::Users).await;
-    create_python(&app, "who-a", WHO_AM_I, json!({"memoryLimit": 256})).await;
+    // Code never unpacked before on this machine, so its byte code is this worker's doing.
+    let fresh_code = format!("{WHO_AM_I}\n# {}\n", common::id::ObjectId::generate());
+    create_python(&app, "who-a", &fresh_code, json!({"memoryLimit": 256})).await;
     create_python(&app, "who-b", WHO_AM_I, json!({})).await;
     let a = run_task(&app, "who-a", json!({})).await;
     let b = run_task(&app, "who-b", json!({})).await;
@@ -334,6 +338,13 @@ async fn each_process_runs_as_its_own_user_with_a_private_home_and_read_only_cod
     assert_eq!(a["cwd"], a["code"]);
     assert_eq!(a["changesCode"], false, "the code is read-only: {a}");
     assert_eq!(a["addsCode"], false, "the code directory is read-only: {a}");
+    // Compiled once when the code was unpacked, under the path the processes see.
+    assert_eq!(a["byteCode"], true, "{a}");
+    assert_eq!(
+        a["compiledAs"].as_str().unwrap(),
+        format!("{}/handler.py", a["code"].as_str().unwrap()),
+        "{a}"
+    );
 
     assert_eq!(a["limits"]["RLIMIT_NPROC"], 64);
     assert_eq!(a["limits"]["RLIMIT_NOFILE"], 1024);
@@ -388,6 +399,57 @@ async fn a_fork_bomb_fails_and_leaves_no_process_behind() {
     assert_eq!(
         after["status"], "complete",
         "the worker still runs tasks: {after}"
+    );
+    worker.stop().await;
+    app.stop().await;
+}
+
+const SYSTEM_V_SEGMENT: &str = r#"
+import ctypes, os, time
+
+def handle(event, context):
+    libc = ctypes.CDLL(None, use_errno=True)
+    # IPC_PRIVATE, IPC_CREAT | 0600: a segment that outlives the process unless removed.
+    segment = libc.shmget(0, 4096, 0o1600)
+    print("uid=%d" % os.getuid(), flush=True)
+    print("segment=%d" % segment, flush=True)
+    time.sleep(30)
+"#;
+
+/// The ids of the System V shared memory segments `uid` owns.
+fn segments_of(uid: u32) -> Vec<String> {
+    let listing = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    listing
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            (columns.get(7) == Some(&uid.to_string().as_str())).then(|| columns[1].to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn shared_memory_a_function_leaves_is_removed_with_its_process() {
+    let app = TestScheduler::start().await;
+    let worker = sandboxed_worker(&app, 280_000, Isolation::Users).await;
+    create_python(&app, "segment", SYSTEM_V_SEGMENT, json!({"timeLimit": 3})).await;
+    let task = run_task(&app, "segment", json!({})).await;
+    assert_eq!(task["error"]["name"], "TimeLimitExceeded", "{task}");
+    let logs = logs_of(&app, &task).await;
+    let uid = logged_number(&logs, "uid=");
+    let segment = logged_number(&logs, "segment=");
+    let mut left = segments_of(uid);
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = segments_of(uid);
+    }
+    assert!(
+        left.is_empty(),
+        "segment {segment} of uid {uid} outlived its process: {left:?}"
     );
     worker.stop().await;
     app.stop().await;

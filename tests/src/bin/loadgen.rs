@@ -577,7 +577,8 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
 
     let function = client.noop_function().await?;
     client.warm(&function, 16).await?;
-    let since = chrono::Utc::now();
+    // Stored creation times are truncated to milliseconds.
+    let since = common::time::now();
     create_concurrently(client, &function, options.count, clients).await?;
     client
         .wait_all_finished(&function, options.count as i64 + 16, timeout)
@@ -610,7 +611,8 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
     channel
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await?;
-    let since = chrono::Utc::now();
+    // Stored creation times are truncated to milliseconds.
+    let since = common::time::now();
     let mut confirms = Vec::with_capacity(options.count);
     for i in 0..options.count {
         let body =
@@ -660,7 +662,8 @@ async fn burst(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>>
     let function = client.noop_function().await?;
     client.warm(&function, 16).await?;
     let due = chrono::Utc::now() + chrono::Duration::seconds(5);
-    let since = chrono::Utc::now();
+    // Stored creation times are truncated to milliseconds.
+    let since = common::time::now();
     for _ in 0..options.count {
         client
             .post(

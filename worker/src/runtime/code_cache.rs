@@ -2,6 +2,8 @@
 //! process of every version that has the same code.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::db::Functions;
 use common::domain::{TaskError, TaskErrorType};
@@ -41,28 +43,78 @@ impl CodeCache {
                 "the stored function code does not match its hash".into(),
             ));
         }
-        let root = self.root.clone();
-        let target = directory.clone();
-        tokio::task::spawn_blocking(move || unpack_atomically(&root, &target, &archive))
-            .await
-            .map_err(|e| invalid(e.to_string()))?
-            .map_err(invalid)?;
+        // Unpacked into a temporary directory and renamed into place, so a concurrent reader
+        // never sees half an archive; losing the race to another unpacker is fine.
+        let temporary = self
+            .root
+            .join(format!(".unpack-{}", common::id::ObjectId::generate()));
+        let into = temporary.clone();
+        let unpacked = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+            std::fs::create_dir_all(&into).map_err(|e| e.to_string())?;
+            common::code::unpack(&archive, &into).map_err(|e| e.to_string())?;
+            Ok(contains_python(&into))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|unpacked| unpacked);
+        let moved = match unpacked {
+            Ok(python) => {
+                if python {
+                    precompile_python(&temporary, &directory).await;
+                }
+                match std::fs::rename(&temporary, &directory) {
+                    Err(_) if directory.is_dir() => Ok(()),
+                    moved => moved.map_err(|e| e.to_string()),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        let _ = std::fs::remove_dir_all(&temporary);
+        moved.map_err(invalid)?;
         Ok(directory)
     }
 }
 
-/// Unpacks into a temporary directory and renames it into place, so a concurrent reader never
-/// sees half an archive; losing the race to another unpacker is fine.
-fn unpack_atomically(root: &Path, target: &Path, archive: &[u8]) -> Result<(), String> {
-    std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
-    let temporary = root.join(format!(".unpack-{}", common::id::ObjectId::generate()));
-    std::fs::create_dir_all(&temporary).map_err(|e| e.to_string())?;
-    let unpacked = common::code::unpack(archive, &temporary).map_err(|e| e.to_string());
-    let moved = unpacked.and_then(|()| match std::fs::rename(&temporary, target) {
-        Ok(()) => Ok(()),
-        Err(_) if target.is_dir() => Ok(()),
-        Err(e) => Err(e.to_string()),
-    });
-    let _ = std::fs::remove_dir_all(&temporary);
-    moved
+/// Longest the byte-code compilation of one archive may take; past it, the processes compile
+/// what they import themselves, as without it.
+const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Compiles the python files of freshly unpacked code to byte code, as if it had been
+/// imported once. Function processes cannot write `__pycache__` into their read-only code,
+/// so without this every process of every version would compile every module it imports
+/// again. Compiling parses the files and runs none of them; the compiler gets an empty
+/// environment and ignores the user's site and `PYTHON*` variables (`-I`). Files that do not
+/// compile are left as they are: importing them reports the error as before.
+async fn precompile_python(unpacked: &Path, final_directory: &Path) {
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .args(["-I", "-m", "compileall", "-q", "-d"])
+        .arg(final_directory)
+        .arg(unpacked)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(PRECOMPILE_TIMEOUT, command.status()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "could not precompile python code"),
+        Err(_) => tracing::warn!("precompiling python code took too long; left to the processes"),
+    }
+}
+
+/// Whether a directory tree holds any `.py` file.
+fn contains_python(directory: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => contains_python(&path),
+            Ok(kind) if kind.is_file() => path.extension().is_some_and(|e| e == "py"),
+            _ => false,
+        }
+    })
 }

@@ -8,6 +8,7 @@
 //! mode the process gets rlimits, no descriptors of the worker, and dies with the worker.
 
 mod child;
+mod ipc;
 pub mod uids;
 
 use std::ffi::OsString;
@@ -296,7 +297,7 @@ impl Cell {
     }
 
     /// Kills the uid's processes, then removes what they may have left in shared temporary
-    /// directories.
+    /// directories and System V IPC.
     fn clear(&self) -> io::Result<()> {
         let Some(uid) = self.uid() else {
             return Ok(());
@@ -305,6 +306,9 @@ impl Cell {
         if self.sweep_shared {
             for directory in SHARED_TEMPORARY_DIRS {
                 remove_entries_of(Path::new(directory), uid);
+            }
+            if let Err(error) = ipc::remove_objects_of(uid) {
+                tracing::warn!(uid, %error, "could not remove the System V IPC objects a function left");
             }
         }
         Ok(())
