@@ -182,9 +182,38 @@ pub fn persistent_json() -> BasicProperties {
         .with_content_type("application/json".into())
 }
 
-/// Moves an unusable message to the dead-letter queue with the reason, waiting for the
-/// broker's confirm when the channel is in confirm mode.
+/// Moves a delivery nobody can use to the dead-letter queue with the reason, then acks it.
+/// When the dead-letter queue does not take it, gives it back to its queue instead. Returns
+/// whether it was dead-lettered.
 pub async fn dead_letter(
+    channel: &Channel,
+    source_queue: &str,
+    delivery: &lapin::message::Delivery,
+    reason: &str,
+) -> Result<bool, AmqpError> {
+    match publish_dead_letter(channel, source_queue, &delivery.data, reason).await {
+        Ok(()) => {
+            delivery
+                .ack(lapin::options::BasicAckOptions::default())
+                .await?;
+            Ok(true)
+        }
+        Err(error) => {
+            tracing::error!(%error, queue = source_queue, "could not dead-letter a message; it is requeued");
+            delivery
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?;
+            Ok(false)
+        }
+    }
+}
+
+/// Publishes the evidence of an unusable message to the dead-letter queue, waiting for the
+/// broker's confirm when the channel is in confirm mode.
+async fn publish_dead_letter(
     channel: &Channel,
     source_queue: &str,
     body: &[u8],

@@ -8,7 +8,6 @@ use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
 use common::db::triggers::Event;
 use common::db::{StoreError, Triggers};
 use futures_util::{FutureExt, StreamExt};
-use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::Value;
@@ -81,7 +80,19 @@ impl EventConsumer {
                         received.push(delivery);
                         events.push(event);
                     }
-                    Err(reason) => self.dead_letter(&channel, &delivery, &reason).await?,
+                    Err(reason) => {
+                        tracing::warn!(%reason, "dead-lettering a malformed event");
+                        if amqp::dead_letter(&channel, EVENTS_QUEUE, &delivery, &reason).await? {
+                            self.metrics
+                                .dead_lettered
+                                .with_label_values(&[EVENTS_QUEUE])
+                                .inc();
+                            self.metrics
+                                .events_consumed
+                                .with_label_values(&["malformed"])
+                                .inc();
+                        }
+                    }
                 }
             }
             if events.is_empty() {
@@ -170,26 +181,6 @@ impl EventConsumer {
             .with_label_values(&["requeued"])
             .inc();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        channel: &Channel,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> anyhow::Result<()> {
-        tracing::warn!(%reason, "dead-lettering a malformed event");
-        amqp::dead_letter(channel, EVENTS_QUEUE, &delivery.data, reason).await?;
-        delivery.ack(BasicAckOptions::default()).await?;
-        self.metrics
-            .dead_lettered
-            .with_label_values(&[EVENTS_QUEUE])
-            .inc();
-        self.metrics
-            .events_consumed
-            .with_label_values(&["malformed"])
-            .inc();
         Ok(())
     }
 }

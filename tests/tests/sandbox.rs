@@ -106,13 +106,19 @@ fn live_processes_of(uid: u32) -> Vec<String> {
 /// Waits (a few seconds at most: SIGKILL is delivered asynchronously) until no process of
 /// `uid` is left; returns those that are.
 async fn survivors_of(uid: u32) -> Vec<String> {
-    let mut left = live_processes_of(uid);
+    until_none_left(|| live_processes_of(uid)).await
+}
+
+/// Looks again every 100 ms, five seconds at most, until `look` finds nothing; returns what it
+/// still finds.
+async fn until_none_left(look: impl Fn() -> Vec<String>) -> Vec<String> {
+    let mut left = look();
     for _ in 0..50 {
         if left.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        left = live_processes_of(uid);
+        left = look();
     }
     left
 }
@@ -439,14 +445,7 @@ async fn shared_memory_a_function_leaves_is_removed_with_its_process() {
     let logs = logs_of(&app, &task).await;
     let uid = logged_number(&logs, "uid=");
     let segment = logged_number(&logs, "segment=");
-    let mut left = segments_of(uid);
-    for _ in 0..50 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        left = segments_of(uid);
-    }
+    let left = until_none_left(|| segments_of(uid)).await;
     assert!(
         left.is_empty(),
         "segment {segment} of uid {uid} outlived its process: {left:?}"

@@ -167,7 +167,16 @@ impl Consumer {
                     running
                         .spawn(async move { executor.run_api(invocation, reply, admission).await });
                 }
-                Err(reason) => self.dead_letter(channel, &delivery, &reason).await?,
+                Err(reason) => {
+                    tracing::warn!(%reason, "dead-lettering an unusable task message");
+                    if amqp::dead_letter(channel, TASKS_QUEUE, &delivery, &reason).await? {
+                        self.executor
+                            .metrics
+                            .dead_lettered
+                            .with_label_values(&[TASKS_QUEUE])
+                            .inc();
+                    }
+                }
             }
         }
         if tasks.is_empty() {
@@ -206,33 +215,6 @@ impl Consumer {
             let admission = Admission::new(permit, slots);
             running.spawn(async move { executor.run(claimed, reply, admission).await });
         }
-        Ok(())
-    }
-
-    /// Moves a message nobody can understand to the dead-letter queue, with the reason.
-    async fn dead_letter(
-        &self,
-        channel: &Channel,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> anyhow::Result<()> {
-        tracing::warn!(%reason, "dead-lettering an unusable task message");
-        if let Err(error) = amqp::dead_letter(channel, TASKS_QUEUE, &delivery.data, reason).await {
-            tracing::error!(%error, "could not dead-letter a message; it is requeued");
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await?;
-            return Ok(());
-        }
-        delivery.ack(BasicAckOptions::default()).await?;
-        self.executor
-            .metrics
-            .dead_lettered
-            .with_label_values(&[TASKS_QUEUE])
-            .inc();
         Ok(())
     }
 }

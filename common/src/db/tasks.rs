@@ -59,7 +59,8 @@ pub struct NewTask {
     pub function_name: String,
     pub data: Value,
     pub tags: Vec<String>,
-    pub priority: i64,
+    /// `None`: the function's default priority, else 0.
+    pub priority: Option<i64>,
     pub start_timestamp: DateTime<Utc>,
     pub created_by_application_id: Option<String>,
     pub created_by_user_id: Option<String>,
@@ -84,14 +85,19 @@ impl Tasks {
         Tasks { pool }
     }
 
-    pub async fn insert(&self, task: NewTask) -> Result<Task, StoreError> {
+    /// Stores a new task of an existing function; `None` when there is no such function.
+    /// Checking the function and inserting is one statement, so the task of a function
+    /// deleted meanwhile is never stored.
+    pub async fn insert(&self, task: NewTask) -> Result<Option<Task>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(&format!(
                 "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
                  start_timestamp, priority, created_by_application_id, created_by_user_id, \
                  retry_for_task_ids, source, dispatched_at, creation_timestamp, update_timestamp) \
-                 VALUES ($1, $2, 'new', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3, $3) \
+                 SELECT $1, f.name, 'new', $3, $4, $5, $6, COALESCE($7, f.default_priority, 0), \
+                   $8, $9, $10, $11, $12, $3, $3 \
+                 FROM functions f WHERE f.name = $2 \
                  RETURNING {COLUMNS}"
             ))
             .await?;
@@ -101,7 +107,7 @@ impl Tasks {
         // counts as dispatched, so the dispatcher only republishes it if that message is lost.
         let dispatched_at = (task.source == TaskSource::Direct).then_some(now);
         let row = client
-            .query_one(
+            .query_opt(
                 &statement,
                 &[
                     &id,
@@ -119,7 +125,7 @@ impl Tasks {
                 ],
             )
             .await?;
-        task_from_row(&row)
+        row.as_ref().map(task_from_row).transpose()
     }
 
     /// Cancels a task if it is still `new`; returns whether it was.

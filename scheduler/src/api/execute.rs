@@ -64,17 +64,18 @@ pub async fn execute(
     let task = state
         .tasks
         .insert(NewTask {
-            function_name: name,
+            function_name: name.clone(),
             data,
             tags: Vec::new(),
-            priority: 0,
+            priority: Some(0),
             start_timestamp: common::time::now(),
             created_by_application_id: identity.application_id(),
             created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Direct,
         })
-        .await?;
+        .await?
+        .ok_or_else(|| unknown_function(&name))?;
     state
         .metrics
         .tasks_created

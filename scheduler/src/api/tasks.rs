@@ -61,30 +61,21 @@ pub async fn create(
     check_data_size(&data)?;
     let tags = input.tags.unwrap_or_default();
     check_tags(&tags)?;
-    let function = state
-        .functions
-        .get(&function_name)
-        .await?
-        .ok_or_else(|| unknown_function(&function_name))?;
-    let priority = input
-        .priority
-        .map(Priority::get)
-        .or(function.execution_options.default_priority)
-        .unwrap_or(0);
     let task = state
         .tasks
         .insert(NewTask {
-            function_name,
+            function_name: function_name.clone(),
             data,
             tags,
-            priority,
+            priority: input.priority.map(Priority::get),
             start_timestamp: input.start_timestamp.unwrap_or_else(common::time::now),
             created_by_application_id: identity.application_id(),
             created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Api,
         })
-        .await?;
+        .await?
+        .ok_or_else(|| unknown_function(&function_name))?;
     state
         .metrics
         .tasks_created
