@@ -1,6 +1,5 @@
 //! Consumes the `tasks` queue: claim (what has arrived together, in one statement), ack, run.
-//! At most `concurrency` tasks run at once, and as many more wait claimed for a slot; a
-//! message whose claim fails (canceled, already claimed, duplicate) is acked and dropped;
+//! At most `concurrency` tasks run at once; a message whose claim fails (canceled, already claimed, duplicate) is acked and dropped;
 //! a message nobody can understand is dead-lettered with the reason.
 
 use std::collections::HashMap;
@@ -19,15 +18,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::execute::{Admission, Executor, ReplyTo};
-
-/// The consumer's two limits, `concurrency` each: tasks claimed and waiting for a runtime
-/// slot, and tasks running. Tasks claimed ahead start the moment a slot frees, instead of
-/// waiting for the next message and its claim.
-struct Slots {
-    claimed: Arc<Semaphore>,
-    running: Arc<Semaphore>,
-}
+use crate::execute::{Executor, ReplyTo};
 
 pub struct Consumer {
     pub amqp_url: String,
@@ -45,10 +36,7 @@ impl Consumer {
     /// Consumes until `stop` turns true, reconnecting to the broker when it goes away, then
     /// waits for the running tasks.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let slots = Slots {
-            claimed: Arc::new(Semaphore::new(self.concurrency)),
-            running: Arc::new(Semaphore::new(self.concurrency)),
-        };
+        let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut running = JoinSet::new();
         let mut reconnect = Reconnect::new("broker (task consumer)");
         while !*stop.borrow() {
@@ -105,7 +93,7 @@ impl Consumer {
 
     async fn consume(
         &self,
-        slots: &Slots,
+        slots: &Arc<Semaphore>,
         running: &mut JoinSet<()>,
         stop: &mut watch::Receiver<bool>,
         reconnect: &mut Reconnect,
@@ -117,10 +105,11 @@ impl Consumer {
         tracing::info!("consuming tasks");
         self.connected.store(true, Ordering::Relaxed);
         loop {
-            // Take a message only when there is room among the claimed tasks, so prefetched
-            // messages wait in the broker's accounting instead of piling up here.
+            // Take a message only when a slot is free, so prefetched messages wait in the
+            // broker's accounting instead of piling up here (and a task is claimed only when
+            // it can start: a worker that dies takes no waiting task down with it).
             let permit = tokio::select! {
-                permit = slots.claimed.clone().acquire_owned() => match permit {
+                permit = slots.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => return Ok(()),
                 },
@@ -131,17 +120,16 @@ impl Consumer {
                 _ = common::shutdown::stopped(stop) => return Ok(()),
             };
             let mut batch = vec![(amqp::delivered(delivery)?, permit)];
-            // Whatever else has already arrived, while there is room, is claimed with it in
+            // Whatever else has already arrived, while slots are free, is claimed with it in
             // one statement.
-            while let Ok(permit) = slots.claimed.clone().try_acquire_owned() {
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
                 match deliveries.next().now_or_never() {
                     Some(delivery) => batch.push((amqp::delivered(delivery)?, permit)),
                     None => break,
                 }
             }
             while running.try_join_next().is_some() {}
-            self.accept(&channel, batch, &slots.running, running)
-                .await?;
+            self.accept(&channel, batch, running).await?;
         }
     }
 
@@ -152,7 +140,6 @@ impl Consumer {
         &self,
         channel: &Channel,
         batch: Vec<(Delivery, OwnedSemaphorePermit)>,
-        slots: &Arc<Semaphore>,
         running: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
         let mut tasks = Vec::with_capacity(batch.len());
@@ -163,9 +150,7 @@ impl Consumer {
                     delivery.ack(BasicAckOptions::default()).await?;
                     let reply = ReplyTo::of(channel, &delivery);
                     let executor = self.executor.clone();
-                    let admission = Admission::new(permit, slots);
-                    running
-                        .spawn(async move { executor.run_api(invocation, reply, admission).await });
+                    running.spawn(async move { executor.run_api(invocation, reply, permit).await });
                 }
                 Err(reason) => {
                     tracing::warn!(%reason, "dead-lettering an unusable task message");
@@ -204,18 +189,27 @@ impl Consumer {
             .into_iter()
             .map(|claimed| (claimed.task.id.to_string(), claimed))
             .collect();
+        // Every claimed task runs, even if the broker connection fails while the messages are
+        // acked: its message then comes back, and the claim it already holds makes any second
+        // delivery a no-op. Returning at the first failed ack would leave the rest of the
+        // batch claimed with nobody running it, until its lease expired.
+        let mut acked = Ok(());
         for (task_id, delivery, permit) in tasks {
-            delivery.ack(BasicAckOptions::default()).await?;
-            let Some(claimed) = claimed.remove(&task_id) else {
-                tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped");
-                continue;
-            };
-            let reply = ReplyTo::of(channel, &delivery);
-            let executor = self.executor.clone();
-            let admission = Admission::new(permit, slots);
-            running.spawn(async move { executor.run(claimed, reply, admission).await });
+            match claimed.remove(&task_id) {
+                Some(claimed) => {
+                    let reply = ReplyTo::of(channel, &delivery);
+                    let executor = self.executor.clone();
+                    running.spawn(async move { executor.run(claimed, reply, permit).await });
+                }
+                None => {
+                    tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped")
+                }
+            }
+            if acked.is_ok() {
+                acked = delivery.ack(BasicAckOptions::default()).await.map(drop);
+            }
         }
-        Ok(())
+        Ok(acked?)
     }
 }
 

@@ -12,7 +12,7 @@ use common::db::{ApiRequests, Functions, Lifecycle, StoreError, TaskLogs};
 use common::domain::{FunctionDefinition, Runtime, TaskError};
 use common::metrics::Metrics;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::completions::Completions;
@@ -83,30 +83,6 @@ impl ReplyTo {
     }
 }
 
-/// What lets a claimed task run: its place among the claimed tasks, traded for a runtime
-/// slot once one is free.
-pub struct Admission {
-    claimed: OwnedSemaphorePermit,
-    slots: Arc<Semaphore>,
-}
-
-impl Admission {
-    pub fn new(claimed: OwnedSemaphorePermit, slots: &Arc<Semaphore>) -> Admission {
-        Admission {
-            claimed,
-            slots: slots.clone(),
-        }
-    }
-
-    /// Waits for a runtime slot. The slots are never closed; were they, the work would run
-    /// without one rather than be dropped.
-    async fn slot(self) -> Option<OwnedSemaphorePermit> {
-        let slot = self.slots.acquire_owned().await.ok();
-        drop(self.claimed);
-        slot
-    }
-}
-
 pub struct Executor {
     pub functions: Functions,
     pub api_requests: ApiRequests,
@@ -119,28 +95,31 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Runs a claimed task once it has a slot; every log line it produces carries the task id
-    /// and function. The slot is given back as soon as the function has returned: storing
-    /// the outcome needs no runtime process, and is batched with other attempts'.
-    pub async fn run(&self, claimed: Claimed, reply: Option<ReplyTo>, admission: Admission) {
+    /// Runs a claimed task in its slot; every log line it produces carries the task id and
+    /// function. The slot is given back as soon as the function has returned: storing the
+    /// outcome needs no runtime process, and is batched with other attempts'.
+    pub async fn run(&self, claimed: Claimed, reply: Option<ReplyTo>, slot: OwnedSemaphorePermit) {
         let span = tracing::info_span!(
             "task",
             task_id = %claimed.task.id,
             function = %claimed.task.function_name,
             attempt = claimed.attempt
         );
-        self.run_claimed(claimed, reply, admission)
+        self.run_claimed(claimed, reply, slot)
             .instrument(span)
             .await
     }
 
-    async fn run_claimed(&self, claimed: Claimed, reply: Option<ReplyTo>, admission: Admission) {
+    async fn run_claimed(
+        &self,
+        claimed: Claimed,
+        reply: Option<ReplyTo>,
+        slot: OwnedSemaphorePermit,
+    ) {
         let task_id = claimed.task.id.to_string();
         let attempt = claimed.attempt;
         let function_name = claimed.task.function_name.clone();
-        // Leases are renewed from the claim on, while the task waits for its slot too.
         self.running.add(&task_id, attempt);
-        let slot = admission.slot().await;
         let started = std::time::Instant::now();
         let labels = [function_name.as_str()];
         self.metrics.tasks_started.with_label_values(&labels).inc();
@@ -272,9 +251,8 @@ impl Executor {
         &self,
         invocation: ApiInvocation,
         reply: Option<ReplyTo>,
-        admission: Admission,
+        slot: OwnedSemaphorePermit,
     ) {
-        let slot = admission.slot().await;
         let outcome = match self.invoke_api(&invocation).await {
             Ok(value) => ApiOutcome::Returned(value),
             Err(error) => ApiOutcome::Failed(error),
