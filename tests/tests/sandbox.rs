@@ -504,16 +504,21 @@ async fn children_that_allocate_are_each_held_to_the_memory_limit() {
 const ESCAPING_GRANDCHILD: &str = r#"
 import os, time
 
+# Each line in one write: the grandchild and its grandparent share the output pipe, and
+# unbuffered print() writes a line's text and its newline separately.
+def say(line):
+    os.write(1, (line + "\n").encode())
+
 def handle(event, context):
     child = os.fork()
     if child == 0:
         os.setsid()
         if os.fork() == 0:
-            print("grandchild=%d" % os.getpid(), flush=True)
+            say("grandchild=%d" % os.getpid())
             time.sleep(600)
         os._exit(0)
     os.waitpid(child, 0)
-    print("uid=%d" % os.getuid(), flush=True)
+    say("uid=%d" % os.getuid())
     time.sleep(event["data"]["seconds"])
 "#;
 

@@ -57,20 +57,18 @@ impl CodeCache {
         .await
         .map_err(|e| e.to_string())
         .and_then(|unpacked| unpacked);
-        let moved = match unpacked {
-            Ok(python) => {
-                if python {
-                    precompile_python(&temporary, &directory).await;
-                }
-                match std::fs::rename(&temporary, &directory) {
-                    Err(_) if directory.is_dir() => Ok(()),
-                    moved => moved.map_err(|e| e.to_string()),
-                }
+        let placed = async {
+            if unpacked? {
+                precompile_python(&temporary, &directory).await;
             }
-            Err(error) => Err(error),
-        };
+            match std::fs::rename(&temporary, &directory) {
+                Err(_) if directory.is_dir() => Ok(()),
+                renamed => renamed.map_err(|e| e.to_string()),
+            }
+        }
+        .await;
         let _ = std::fs::remove_dir_all(&temporary);
-        moved.map_err(invalid)?;
+        placed.map_err(invalid)?;
         Ok(directory)
     }
 }
