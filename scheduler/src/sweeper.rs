@@ -42,7 +42,7 @@ pub async fn run(
                         attempt,
                         lease_expired: true,
                     };
-                    match lifecycle.fail(&task_id, fence, &error).await {
+                    match lifecycle.fail(&task_id, fence, &error, &[]).await {
                         Ok(FailOutcome::Stale) => {}
                         Ok(outcome) => {
                             metrics.zombies_cleaned.inc();

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, Completion, FailOutcome, Fence};
 use common::db::task_logs::LogLine;
-use common::db::{ApiRequests, Functions, Lifecycle, StoreError, TaskLogs};
+use common::db::{ApiRequests, Functions, Lifecycle, StoreError};
 use common::domain::{FunctionDefinition, Runtime, TaskError};
 use common::metrics::Metrics;
 use serde_json::Value;
@@ -88,7 +88,6 @@ pub struct Executor {
     pub api_requests: ApiRequests,
     pub lifecycle: Lifecycle,
     pub completions: Completions,
-    pub logs: TaskLogs,
     pub runtimes: RuntimePool,
     pub running: Running,
     pub metrics: Arc<Metrics>,
@@ -185,9 +184,8 @@ impl Executor {
                 })
             }
             Err(error) => {
-                self.append_logs(task_id, &logs).await;
                 patiently("store the outcome of a task", || {
-                    self.store_failure(task_id, attempt, function_name, &error)
+                    self.store_failure(task_id, attempt, function_name, &error, &logs)
                 })
                 .await
             }
@@ -198,25 +196,19 @@ impl Executor {
         }
     }
 
-    async fn append_logs(&self, task_id: &str, logs: &[LogLine]) {
-        let Ok(id) = task_id.parse() else { return };
-        if let Err(error) = self.logs.append(&id, logs).await {
-            tracing::warn!(task_id = %task_id, %error, "could not store task logs");
-        }
-    }
-
     async fn store_failure(
         &self,
         task_id: &str,
         attempt: i32,
         function_name: &str,
         error: &TaskError,
+        logs: &[LogLine],
     ) -> Result<(), StoreError> {
         let fence = Fence {
             attempt,
             lease_expired: false,
         };
-        match self.lifecycle.fail(task_id, fence, error).await? {
+        match self.lifecycle.fail(task_id, fence, error, logs).await? {
             FailOutcome::Stale => {
                 tracing::warn!(task_id = %task_id, "attempt was superseded; error discarded")
             }

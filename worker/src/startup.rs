@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
-use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs};
+use common::db::{ApiRequests, Functions, Lifecycle};
 use common::metrics::Metrics;
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
@@ -102,7 +102,6 @@ impl Worker {
             api_requests: ApiRequests::new(self.pool.clone()),
             lifecycle: lifecycle.clone(),
             completions: Completions::start(lifecycle.clone()),
-            logs: TaskLogs::new(self.pool.clone()),
             runtimes: self.runtimes,
             running: running.clone(),
             metrics: self.metrics.clone(),

@@ -160,15 +160,18 @@ impl Lifecycle {
 
     /// `inProgress → retried` (and a retry task) when the function's retry policy covers the
     /// error and fewer than three retries were made, else `inProgress → failed` with a
-    /// `task_failed` event in the outbox. One transaction.
+    /// `task_failed` event in the outbox. One transaction, which also stores the attempt's
+    /// log lines (kept even when the attempt is stale, as for a completion).
     pub async fn fail(
         &self,
         task_id: &str,
         fence: Fence,
         error: &TaskError,
+        logs: &[LogLine],
     ) -> Result<FailOutcome, StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
+        TASK_LOGS.append(&transaction, task_id, logs).await?;
         let row = transaction
             .query_opt(
                 "SELECT t.*, f.retry_enabled, f.errors_to_retry FROM tasks t \
@@ -180,6 +183,7 @@ impl Lifecycle {
             )
             .await?;
         let Some(row) = row else {
+            transaction.commit().await?;
             return Ok(FailOutcome::Stale);
         };
         let task = task_from_row(&row)?;

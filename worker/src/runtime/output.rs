@@ -95,9 +95,7 @@ async fn read_lines(
     let mut partial: Vec<u8> = Vec::new();
     let mut open = true;
     let push = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes)
-            .trim_end_matches('\r')
-            .to_owned();
+        let text = log_line(bytes);
         if let Ok(mut buffer) = buffer.lock() {
             buffer.push(text);
         }
@@ -137,5 +135,25 @@ async fn read_lines(
                 None => return,
             },
         }
+    }
+}
+
+/// One output line as stored: valid UTF-8 without its carriage return, and without NUL,
+/// which Postgres text cannot hold (a single NUL would fail the whole transaction that stores
+/// the attempt's outcome with its logs).
+fn log_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim_end_matches('\r')
+        .replace('\0', "\u{FFFD}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_line;
+
+    #[test]
+    fn a_stored_line_has_no_nul_nor_carriage_return() {
+        assert_eq!(log_line(b"a\0b\r"), "a\u{FFFD}b");
+        assert_eq!(log_line(b"\xff ok"), "\u{FFFD} ok");
     }
 }
