@@ -534,6 +534,19 @@ async fn warm_processes_are_reused_and_oversized_results_fail_the_task() {
         .await;
     let third = run_task(&app, "pid", json!({})).await;
     assert_ne!(third["result"], first["result"]);
+    // A function deleted and created again under the same name is a new function, however
+    // warm the old one's process is.
+    app.delete("/tasks/v1/functions/pid").await;
+    let code = harness::base64(&harness::zip_files(&[(
+        "pid.py",
+        "def handle(event, context):\n    return 'recreated'\n",
+    )]));
+    let (status, _) = app
+        .post("/tasks/v1/functions", &json!({"name": "pid", "code": code, "entryPoint": "pid.handle", "runtime": "python3.11"}))
+        .await;
+    assert_eq!(status, 200);
+    let fourth = run_task(&app, "pid", json!({})).await;
+    assert_eq!(fourth["result"], "recreated", "{fourth}");
 
     app.create_function(
         "big",

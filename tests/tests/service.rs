@@ -118,3 +118,59 @@ async fn the_openapi_document_describes_every_endpoint() {
     }
     app.stop().await;
 }
+
+/// Transactions the service ran in its database so far (the server's own count).
+async fn transactions(app: &TestScheduler) -> i64 {
+    app.database
+        .connect()
+        .await
+        .query_one(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn an_idle_service_leaves_the_database_alone() {
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(2).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let before = transactions(&app).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let during = transactions(&app).await - before;
+    // Periodic checks (schedules, sweeper, relay, gauges) cost a few transactions a second;
+    // a loop that never sleeps costs hundreds.
+    assert!(
+        during < 400,
+        "{during} transactions in 4 s with nothing to do"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_to_wait_for_is_no_wake_up_time() {
+    let app = TestScheduler::start().await;
+    let pool = common::db::pool(&app.database.config()).unwrap();
+    let dispatch = common::db::DispatchQueries::new(pool.clone());
+    let schedules = common::db::Schedules::new(pool);
+    assert_eq!(dispatch.next_start().await.unwrap(), None);
+    assert_eq!(schedules.next_due_in().await.unwrap(), None);
+
+    app.create_noop_function("later").await;
+    let start = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let (status, body) = app
+        .post(
+            "/tasks/v1/",
+            &json!({"functionName": "later", "startTimestamp": common::time::format(&start)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let wait = dispatch.next_start().await.unwrap().expect("a task waits");
+    assert!(
+        (55..=60).contains(&wait.as_secs()),
+        "the task starts in a minute: {wait:?}"
+    );
+}

@@ -189,11 +189,10 @@ impl Consumer {
             .into_iter()
             .map(|claimed| (claimed.task.id.to_string(), claimed))
             .collect();
-        // Every claimed task runs, even if the broker connection fails while the messages are
-        // acked: its message then comes back, and the claim it already holds makes any second
-        // delivery a no-op. Returning at the first failed ack would leave the rest of the
-        // batch claimed with nobody running it, until its lease expired.
-        let mut acked = Ok(());
+        // Every claimed task starts before the messages are acked: if the broker connection
+        // fails meanwhile, the messages come back, and the claims already held make a second
+        // delivery a no-op.
+        let mut last = None;
         for (task_id, delivery, permit) in tasks {
             match claimed.remove(&task_id) {
                 Some(claimed) => {
@@ -205,11 +204,14 @@ impl Consumer {
                     tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped")
                 }
             }
-            if acked.is_ok() {
-                acked = delivery.ack(BasicAckOptions::default()).await.map(drop);
-            }
+            last = Some(delivery);
         }
-        Ok(acked?)
+        // One ack for the batch: every earlier message of this channel has been settled
+        // already (acked, dead-lettered or requeued), so `multiple` covers exactly these.
+        if let Some(last) = last {
+            last.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::completions::Completions;
+use crate::definitions::Definitions;
 use crate::patience::patiently;
 use crate::runtime::RuntimePool;
 use crate::runtime::process::FunctionSpec;
@@ -85,6 +86,7 @@ impl ReplyTo {
 
 pub struct Executor {
     pub functions: Functions,
+    pub(crate) definitions: Definitions,
     pub api_requests: ApiRequests,
     pub lifecycle: Lifecycle,
     pub completions: Completions,
@@ -317,11 +319,25 @@ impl Executor {
             })
     }
 
+    /// The function of a claimed task, as it was when the task was claimed.
+    async fn function_of(&self, claimed: &Claimed) -> Result<FunctionDefinition, TaskError> {
+        let name = &claimed.task.function_name;
+        if let Some(known) = claimed
+            .function_version
+            .and_then(|version| self.definitions.get(name, version))
+        {
+            return Ok(known);
+        }
+        let function = self.function(name, true).await?;
+        self.definitions.keep(&function);
+        Ok(function)
+    }
+
     /// Runs the function of a task; returns its outcome and output lines.
     async fn invoke(&self, claimed: &Claimed) -> (Result<Value, TaskError>, Vec<LogLine>) {
         let task = &claimed.task;
         let prepared = async {
-            let function = self.function(&task.function_name, true).await?;
+            let function = self.function_of(claimed).await?;
             let spec = spec_of(&function)?;
             let event = serde_json::to_vec(task)
                 .map(Bytes::from)

@@ -4,6 +4,7 @@
 pub mod completions;
 pub mod config;
 pub mod consumer;
+mod definitions;
 pub mod execute;
 mod patience;
 pub mod runtime;

@@ -42,7 +42,7 @@ impl Worker {
         if config.worker.concurrency == 0 {
             anyhow::bail!("configuration: worker.concurrency must be at least 1");
         }
-        let pool = common::db::pool(&config.database)?;
+        let pool = common::db::key_lookup_pool(&config.database)?;
         let secrets = Arc::new(SecretBox::from_config(&config.secrets)?);
         let functions = Functions::new(pool.clone(), secrets);
         let code = CodeCache::new(config.worker.cache_dir.join("code"), functions.clone());
@@ -99,6 +99,7 @@ impl Worker {
         let idle_time = std::time::Duration::from_millis(self.config.worker.idle_process_ms);
         let executor = Arc::new(Executor {
             functions: self.functions,
+            definitions: Default::default(),
             api_requests: ApiRequests::new(self.pool.clone()),
             lifecycle: lifecycle.clone(),
             completions: Completions::start(lifecycle.clone()),

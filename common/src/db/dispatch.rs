@@ -131,13 +131,11 @@ impl DispatchQueries {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
-                "SELECT GREATEST(0, EXTRACT(EPOCH FROM ( \
-                   (SELECT min(start_timestamp) FROM tasks WHERE status = 'new' AND start_timestamp > now()) \
-                   - now())))::float8",
+                "SELECT EXTRACT(EPOCH FROM (min(start_timestamp) - now()))::float8 \
+                 FROM tasks WHERE status = 'new' AND start_timestamp > now()",
             )
             .await?;
         let row = client.query_one(&statement, &[]).await?;
-        let seconds: Option<f64> = row.try_get(0)?;
-        Ok(seconds.map(Duration::from_secs_f64))
+        super::time_until(&row)
     }
 }

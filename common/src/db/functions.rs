@@ -55,7 +55,7 @@ impl Functions {
             .query_one(
                 &format!(
                     "INSERT INTO functions ({COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nextval('function_versions'), $14, $14) \
                      RETURNING {COLUMNS}"
                 ),
                 &[
@@ -130,7 +130,7 @@ impl Functions {
                 "UPDATE functions SET description = $2, enabled = $3, entry_point = $4, \
                  runtime = $5, time_limit = $6, memory_limit = $7, environment_variables = $8, \
                  permission_mode = $9, default_priority = $10, retry_enabled = $11, \
-                 errors_to_retry = $12, code_sha256 = $13, version = version + 1, \
+                 errors_to_retry = $12, code_sha256 = $13, version = nextval('function_versions'), \
                  update_timestamp = $14 \
                  WHERE name = $1",
                 &[
@@ -170,7 +170,7 @@ impl Functions {
         let matched = client
             .query_opt(
                 "WITH changed AS ( \
-                   UPDATE functions SET enabled = $2, version = version + 1, update_timestamp = $3 \
+                   UPDATE functions SET enabled = $2, version = nextval('function_versions'), update_timestamp = $3 \
                    WHERE name = $1 AND enabled <> $2 RETURNING 1) \
                  SELECT 1 FROM functions WHERE name = $1",
                 &[&name, &enabled, &crate::time::now()],

@@ -1,6 +1,13 @@
 //! Status changes of running tasks, shared by workers (claim, complete, fail) and the
 //! scheduler's sweeper (zombies). Every write after the claim is fenced by the attempt number,
 //! so a slow worker can never overwrite a newer attempt.
+//!
+//! Every statement here reaches its tasks by id, and tests their status as
+//! `(status = '…') IS TRUE`, which no partial index on status can use: the planner then has
+//! only the primary key to choose. Statistics of a queue table are always stale (analyzed
+//! while nothing was `new`, a backlog of thousands minutes later), and a plain
+//! `status = 'new'` let a cached plan read the whole backlog through the due-tasks index to
+//! find the few rows it was given.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -27,6 +34,8 @@ pub const RETRY_DELAYS: [Duration; 3] = [
 pub struct Claimed {
     pub task: Task,
     pub attempt: i32,
+    /// The version of the task's function when it was claimed; `None` if it was deleted.
+    pub function_version: Option<i64>,
 }
 
 /// The result of an attempt that ran to the end, with its output lines.
@@ -68,9 +77,7 @@ impl Lifecycle {
 
     /// `new → inProgress` for those of `task_ids` still `new` and due, each with a fresh
     /// lease, in one statement. Returns the tasks claimed (in no particular order); an id
-    /// listed twice is claimed once. The ids are joined rather than matched with `= ANY`,
-    /// which keeps the plan on the primary key: with `ANY`, a cached generic plan can pick
-    /// the due-tasks index and read the whole backlog for a handful of rows.
+    /// listed twice is claimed once.
     pub async fn claim(
         &self,
         task_ids: &[&str],
@@ -83,8 +90,9 @@ impl Lifecycle {
                    lease_expires_at = now() + $2 * interval '1 second', dispatched_at = NULL, \
                    claimed_at = clock_timestamp(), status_changed_timestamp = $3, update_timestamp = $3 \
                  FROM UNNEST($1::text[]) AS c(id) \
-                 WHERE tasks.id = c.id AND tasks.status = 'new' AND tasks.start_timestamp <= now() \
-                 RETURNING tasks.*",
+                 WHERE tasks.id = c.id AND (tasks.status = 'new') IS TRUE AND tasks.start_timestamp <= now() \
+                 RETURNING tasks.*, \
+                   (SELECT f.version FROM functions f WHERE f.name = tasks.function_name) AS function_version",
             )
             .await?;
         let now = crate::time::now();
@@ -96,6 +104,7 @@ impl Lifecycle {
                 Ok(Claimed {
                     task: task_from_row(row)?,
                     attempt: row.try_get("attempt")?,
+                    function_version: row.try_get("function_version")?,
                 })
             })
             .collect()
@@ -117,7 +126,7 @@ impl Lifecycle {
             .execute(
                 "UPDATE tasks SET lease_expires_at = now() + $3 * interval '1 second' \
                  FROM UNNEST($1::text[], $2::int[]) AS r(id, attempt) \
-                 WHERE tasks.id = r.id AND tasks.attempt = r.attempt AND tasks.status = 'inProgress'",
+                 WHERE tasks.id = r.id AND tasks.attempt = r.attempt AND (tasks.status = 'inProgress') IS TRUE",
                 &[&ids, &attempts, &lease.as_secs_f64()],
             )
             .await?)
@@ -139,7 +148,7 @@ impl Lifecycle {
                 "UPDATE tasks SET status = 'complete', result = c.result, lease_expires_at = NULL, \
                    status_changed_timestamp = $4, update_timestamp = $4 \
                  FROM UNNEST($1::text[], $2::int[], $3::jsonb[]) AS c(id, attempt, result) \
-                 WHERE tasks.id = c.id AND tasks.attempt = c.attempt AND tasks.status = 'inProgress' \
+                 WHERE tasks.id = c.id AND tasks.attempt = c.attempt AND (tasks.status = 'inProgress') IS TRUE \
                  RETURNING tasks.id",
             )
             .await?;
@@ -176,7 +185,7 @@ impl Lifecycle {
             .query_opt(
                 "SELECT t.*, f.retry_enabled, f.errors_to_retry FROM tasks t \
                  LEFT JOIN functions f ON f.name = t.function_name \
-                 WHERE t.id = $1 AND t.attempt = $2 AND t.status = 'inProgress' \
+                 WHERE t.id = $1 AND t.attempt = $2 AND (t.status = 'inProgress') IS TRUE \
                    AND (NOT $3 OR t.lease_expires_at < now()) \
                  FOR UPDATE OF t",
                 &[&task_id, &fence.attempt, &fence.lease_expired],
@@ -273,7 +282,7 @@ impl Lifecycle {
                 "WITH back AS ( \
                    UPDATE tasks SET status = 'new', lease_expires_at = NULL, dispatched_at = NULL, \
                      claimed_at = NULL, status_changed_timestamp = $3, update_timestamp = $3 \
-                   WHERE id = $1 AND attempt = $2 AND status = 'inProgress' RETURNING id) \
+                   WHERE id = $1 AND attempt = $2 AND (status = 'inProgress') IS TRUE RETURNING id) \
                  SELECT count(*), max(pg_notify('tasks_changed', '')::text) FROM back",
                 &[&task_id, &attempt, &now],
             )

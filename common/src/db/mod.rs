@@ -100,14 +100,40 @@ pub async fn is_reachable(pool: &Pool) -> bool {
     }
 }
 
+/// The first column of `row`, seconds from now to a time (`min(…) - now()`), as a wait:
+/// `None` when there is no such time (the minimum of no rows), zero when it has passed.
+fn time_until(row: &tokio_postgres::Row) -> Result<Option<std::time::Duration>, StoreError> {
+    let seconds: Option<f64> = row.try_get(0)?;
+    Ok(seconds.map(|s| {
+        std::time::Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(std::time::Duration::MAX)
+    }))
+}
+
 /// A pool of connections to the configured database.
 pub fn pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
+    pool_with(config, "")
+}
+
+/// A pool for a process whose every query reaches its rows by key (a worker). Sequential
+/// scans are ruled out: a statement is planned once per connection and its plan kept, and
+/// one planned while the tasks table was still empty would otherwise keep scanning it whole
+/// after it has grown, until the next analyze.
+pub fn key_lookup_pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
+    pool_with(config, "-c enable_seqscan=off")
+}
+
+fn pool_with(config: &DatabaseConfig, planner: &str) -> Result<Pool, StoreError> {
     let mut pg_config = tokio_postgres::Config::from_str(&config.url)
         .map_err(|e| StoreError::Config(format!("database.url: {e}")))?;
-    let timeout = format!("-c statement_timeout={}", config.statement_timeout_ms);
+    let ours = format!(
+        "-c statement_timeout={} {planner}",
+        config.statement_timeout_ms
+    )
+    .trim_end()
+    .to_owned();
     let options = match pg_config.get_options() {
-        Some(existing) => format!("{existing} {timeout}"),
-        None => timeout,
+        Some(existing) => format!("{existing} {ours}"),
+        None => ours,
     };
     pg_config.options(options);
     let manager = Manager::from_config(

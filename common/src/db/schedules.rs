@@ -181,12 +181,11 @@ impl Schedules {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT GREATEST(0, EXTRACT(EPOCH FROM (min(next_timestamp) - now())))::float8 FROM schedules",
+                "SELECT EXTRACT(EPOCH FROM (min(next_timestamp) - now()))::float8 FROM schedules",
                 &[],
             )
             .await?;
-        let seconds: Option<f64> = row.try_get(0)?;
-        Ok(seconds.map(std::time::Duration::from_secs_f64))
+        super::time_until(&row)
     }
 
     /// Returns the number of schedules deleted.
