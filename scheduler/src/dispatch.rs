@@ -36,11 +36,13 @@ impl Dispatcher {
         // Unclaimed tasks are taken again once `redispatch_after` passed (their message was
         // lost), so the dispatcher never sleeps longer than that.
         let longest_sleep = self.config.max_sleep().min(redispatch_after);
-        let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
+        // Tasks of deleted functions are failed on their own clock: that check reads every
+        // due task, and would otherwise hold up the dispatch of tasks falling due meanwhile.
+        let orphans = tokio::spawn(fail_orphans(self.queries.clone(), stop.clone()));
         let mut poll = IN_FLIGHT_POLL;
         let mut left_waiting = None;
         loop {
-            let wait = match self.pass(redispatch_after).await {
+            let wait = match self.pass(redispatch_after, left_waiting.is_none()).await {
                 Ok(pass) => {
                     let wait = match pass.waiting {
                         Some(Waiting { found, left }) => {
@@ -65,27 +67,31 @@ impl Dispatcher {
                     Duration::from_millis(500)
                 }
             };
-            let check_orphans = tokio::select! {
-                _ = self.wakeup.notified() => false,
-                _ = tokio::time::sleep(wait) => false,
-                _ = orphan_check.tick() => true,
-                _ = common::shutdown::stopped(&mut stop) => return,
-            };
-            if check_orphans {
-                match self.queries.fail_orphans().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(tasks = n, "failed tasks whose function was deleted"),
-                    Err(error) => {
-                        tracing::warn!(%error, "checking for tasks of deleted functions failed")
-                    }
-                }
+            tokio::select! {
+                _ = self.wakeup.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = common::shutdown::stopped(&mut stop) => break,
             }
+        }
+        if let Err(error) = orphans.await {
+            tracing::warn!(%error, "the check for tasks of deleted functions ended abnormally");
         }
     }
 
-    /// Fills the window, then says what it leaves behind.
-    async fn pass(&self, redispatch_after: Duration) -> anyhow::Result<Pass> {
-        let found = i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?);
+    /// Fills the window, then says what it leaves behind. When the last pass found the queue
+    /// empty and left it so, the broker is not asked again: the round trip would only delay
+    /// the task falling due now, and only another scheduler or a direct execution can have
+    /// added a message since, which stretches the window by a few at most.
+    async fn pass(
+        &self,
+        redispatch_after: Duration,
+        queue_was_empty: bool,
+    ) -> anyhow::Result<Pass> {
+        let found = if queue_was_empty {
+            0
+        } else {
+            i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?)
+        };
         let mut waiting = found;
         loop {
             let room = self.config.window - waiting;
@@ -131,6 +137,25 @@ impl Dispatcher {
             }),
             next_start: self.queries.next_start().await?,
         })
+    }
+}
+
+/// Fails the due tasks whose function was deleted, every second (less often while a large
+/// backlog makes the check slow), until `stop`.
+async fn fail_orphans(queries: DispatchQueries, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = common::shutdown::stopped(&mut stop) => return,
+        }
+        let started = std::time::Instant::now();
+        match queries.fail_orphans().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "failed tasks whose function was deleted"),
+            Err(error) => tracing::warn!(%error, "checking for tasks of deleted functions failed"),
+        }
+        wait = crate::paced(Duration::from_secs(1), started.elapsed());
     }
 }
 

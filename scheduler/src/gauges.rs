@@ -13,6 +13,7 @@ const INTERVAL: Duration = Duration::from_secs(2);
 
 pub async fn run(pool: Pool, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
     loop {
+        let started = std::time::Instant::now();
         match counts(&pool).await {
             Ok((due, in_progress)) => {
                 metrics.tasks_due.set(due);
@@ -21,9 +22,10 @@ pub async fn run(pool: Pool, metrics: Arc<Metrics>, mut stop: watch::Receiver<bo
             }
             Err(error) => tracing::debug!(%error, "could not count tasks for the gauges"),
         }
+        let wait = crate::paced(INTERVAL, started.elapsed());
         metrics.observe_pool(&pool);
         tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = common::shutdown::stopped(&mut stop) => return,
         }
     }

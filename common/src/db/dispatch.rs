@@ -59,8 +59,16 @@ impl DispatchQueries {
         // planner estimates from statistics that lag far behind a queue that fills in
         // seconds; believing the backlog small, it would fetch every due task and sort them,
         // on every pass, which slows the dispatcher exactly when the backlog grows.
+        //
+        // The commit does not wait for its WAL flush. Marking a task dispatched only keeps it
+        // from being published again before `redispatch_after`; if a crash loses the mark,
+        // the task is published twice, which the worker's conditional claim makes harmless
+        // (and a claim's own flush makes every earlier mark durable anyway).
         transaction
-            .batch_execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")
+            .batch_execute(
+                "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
+                 SET LOCAL synchronous_commit = off",
+            )
             .await?;
         let statement = transaction
             .prepare_cached(

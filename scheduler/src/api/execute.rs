@@ -81,7 +81,8 @@ pub async fn execute(
         .tasks_created
         .with_label_values(&["direct"])
         .inc();
-    state.dispatch.notify_one();
+    // No dispatcher wake-up: the requester publishes the task itself, and it is stored as
+    // dispatched, so the dispatcher would find nothing to do.
     let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
     if let Err(error) = state.requester.run(&task.id.to_string(), wait).await {
         // Never let an execution the caller was told failed run later.

@@ -139,20 +139,6 @@ impl Client {
             tokio::time::sleep(poll).await;
         }
     }
-
-    /// Milliseconds of `expression` over the tasks of a function, sorted.
-    async fn millis(&self, function: &str, expression: &str) -> anyhow::Result<Vec<f64>> {
-        let sql = format!(
-            "SELECT (extract(epoch FROM {expression}) * 1000)::float8 FROM tasks WHERE function_name = $1 ORDER BY 1"
-        );
-        Ok(self
-            .db
-            .query(&sql, &[&function])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -259,11 +245,10 @@ async fn environment(client: &Client, options: &Options) -> Value {
 /// Tasks due at a steady rate: how late does each start?
 async fn lag(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
     let function = client.noop_function().await?;
-    // Warm the runtime first so the figure is about dispatch, not a cold start.
-    client.post("/", &json!({"functionName": function})).await?;
-    client
-        .wait_all_finished(&function, 1, Duration::from_secs(30))
-        .await?;
+    // Warm the runtimes first (tasks overlap at this rate, so more than one process runs)
+    // so the figure is about dispatch, not cold starts.
+    client.warm(&function, 16).await?;
+    let since = common::time::now();
     let first = chrono::Utc::now() + chrono::Duration::seconds(3);
     let interval = 1.0 / options.rate;
     for i in 0..options.count {
@@ -278,14 +263,11 @@ async fn lag(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
     client
         .wait_all_finished(
             &function,
-            options.count as i64 + 1,
+            options.count as i64 + 16,
             Duration::from_secs(60 + options.count as u64),
         )
         .await?;
-    let mut lags = client
-        .millis(&function, "claimed_at - start_timestamp")
-        .await?;
-    lags.remove(0);
+    let mut lags = client.lags_since(&function, since).await?;
     Ok(vec![summary(
         &format!("dispatch lag at {} tasks/s", options.rate),
         &mut lags,
@@ -552,6 +534,26 @@ impl Client {
         Ok((span, latencies))
     }
 
+    /// Milliseconds from start time to claim of the tasks of a function created since `since`
+    /// (the warm-up tasks before it are left out).
+    async fn lags_since(
+        &self,
+        function: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Vec<f64>> {
+        Ok(self
+            .db
+            .query(
+                "SELECT (extract(epoch FROM claimed_at - start_timestamp) * 1000)::float8 \
+                 FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
+                &[&function, &since],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     async fn warm(&self, function: &str, processes: usize) -> anyhow::Result<()> {
         for _ in 0..processes {
             self.post("/", &json!({"functionName": function})).await?;
@@ -679,17 +681,7 @@ async fn burst(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>>
             Duration::from_secs(120),
         )
         .await?;
-    let mut lags: Vec<f64> = client
-        .db
-        .query(
-            "SELECT (extract(epoch FROM claimed_at - start_timestamp) * 1000)::float8 \
-             FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
-            &[&function, &since],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut lags = client.lags_since(&function, since).await?;
     Ok(vec![summary(
         &format!("burst: {} tasks due at once, lag", options.count),
         &mut lags,
