@@ -92,10 +92,13 @@ impl Dispatcher {
         } else {
             i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?)
         };
+        let began = std::time::Instant::now();
+        let mut full = false;
         let mut waiting = found;
         loop {
             let room = self.config.window - waiting;
             if room <= 0 {
+                full = true;
                 break;
             }
             let mut client = self.queries.client().await?;
@@ -135,7 +138,16 @@ impl Dispatcher {
                 found,
                 left: waiting,
             }),
-            next_start: self.queries.next_start().await?,
+            // With room left, a task that fell due while this pass ran goes out at once; with
+            // the window full, nothing could go out before workers take messages anyway.
+            next_start: self
+                .queries
+                .next_start(if full {
+                    Duration::ZERO
+                } else {
+                    began.elapsed()
+                })
+                .await?,
         })
     }
 }

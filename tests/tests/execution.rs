@@ -514,14 +514,16 @@ async fn tasks_of_a_deleted_function_fail_with_an_invocation_error() {
 async fn warm_processes_are_reused_and_oversized_results_fail_the_task() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(1).await;
-    let code = harness::base64(&harness::zip_files(&[(
-        "pid.py",
-        "import os\ndef handle(event, context):\n    return os.getpid()\n",
-    )]));
-    let (status, _) = app
-        .post("/tasks/v1/functions", &json!({"name": "pid", "code": code, "entryPoint": "pid.handle", "runtime": "python3.11"}))
-        .await;
-    assert_eq!(status, 200);
+    // A function `pid` whose handler runs `body`.
+    let create_pid = async |body: &str| {
+        let source = format!("import os\ndef handle(event, context):\n    {body}\n");
+        let code = harness::base64(&harness::zip_files(&[("pid.py", source.as_str())]));
+        let (status, _) = app
+            .post("/tasks/v1/functions", &json!({"name": "pid", "code": code, "entryPoint": "pid.handle", "runtime": "python3.11"}))
+            .await;
+        assert_eq!(status, 200);
+    };
+    create_pid("return os.getpid()").await;
     let first = run_task(&app, "pid", json!({})).await;
     let second = run_task(&app, "pid", json!({})).await;
     assert_eq!(first["status"], "complete");
@@ -537,14 +539,7 @@ async fn warm_processes_are_reused_and_oversized_results_fail_the_task() {
     // A function deleted and created again under the same name is a new function, however
     // warm the old one's process is.
     app.delete("/tasks/v1/functions/pid").await;
-    let code = harness::base64(&harness::zip_files(&[(
-        "pid.py",
-        "def handle(event, context):\n    return 'recreated'\n",
-    )]));
-    let (status, _) = app
-        .post("/tasks/v1/functions", &json!({"name": "pid", "code": code, "entryPoint": "pid.handle", "runtime": "python3.11"}))
-        .await;
-    assert_eq!(status, 200);
+    create_pid("return 'recreated'").await;
     let fourth = run_task(&app, "pid", json!({})).await;
     assert_eq!(fourth["result"], "recreated", "{fourth}");
 

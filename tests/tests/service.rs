@@ -156,7 +156,13 @@ async fn nothing_to_wait_for_is_no_wake_up_time() {
     let pool = common::db::pool(&app.database.config()).unwrap();
     let dispatch = common::db::DispatchQueries::new(pool.clone());
     let schedules = common::db::Schedules::new(pool);
-    assert_eq!(dispatch.next_start().await.unwrap(), None);
+    assert_eq!(
+        dispatch
+            .next_start(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(schedules.next_due_in().await.unwrap(), None);
 
     app.create_noop_function("later").await;
@@ -168,7 +174,11 @@ async fn nothing_to_wait_for_is_no_wake_up_time() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let wait = dispatch.next_start().await.unwrap().expect("a task waits");
+    let wait = dispatch
+        .next_start(std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a task waits");
     assert!(
         (55..=60).contains(&wait.as_secs()),
         "the task starts in a minute: {wait:?}"

@@ -134,16 +134,22 @@ impl DispatchQueries {
         Ok(client.execute(&statement, &[&error]).await?)
     }
 
-    /// How long until the earliest future start time; `None` when no task waits for one.
-    pub async fn next_start(&self) -> Result<Option<Duration>, StoreError> {
+    /// How long until the earliest start of an undispatched task that was not due yet
+    /// `lookback` ago; `None` when no task waits for one. Zero for a task that fell due
+    /// within the lookback (while the last pass ran, after it looked for due tasks), so that
+    /// task is not left waiting for the next timer.
+    pub async fn next_start(&self, lookback: Duration) -> Result<Option<Duration>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT EXTRACT(EPOCH FROM (min(start_timestamp) - now()))::float8 \
-                 FROM tasks WHERE status = 'new' AND start_timestamp > now()",
+                 FROM tasks WHERE status = 'new' AND dispatched_at IS NULL \
+                   AND start_timestamp > now() - $1 * interval '1 second'",
             )
             .await?;
-        let row = client.query_one(&statement, &[]).await?;
+        let row = client
+            .query_one(&statement, &[&lookback.as_secs_f64()])
+            .await?;
         super::time_until(&row)
     }
 }

@@ -267,7 +267,9 @@ async fn lag(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
             Duration::from_secs(60 + options.count as u64),
         )
         .await?;
-    let mut lags = client.lags_since(&function, since).await?;
+    let mut lags = client
+        .millis_since(&function, since, "claimed_at - start_timestamp")
+        .await?;
     Ok(vec![summary(
         &format!("dispatch lag at {} tasks/s", options.rate),
         &mut lags,
@@ -521,33 +523,30 @@ impl Client {
             .await?
             .get(0);
         let latencies = self
-            .db
-            .query(
-                "SELECT (extract(epoch FROM status_changed_timestamp - creation_timestamp) * 1000)::float8 \
-                 FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
-                &[&function, &since],
+            .millis_since(
+                function,
+                since,
+                "status_changed_timestamp - creation_timestamp",
             )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .await?;
         Ok((span, latencies))
     }
 
-    /// Milliseconds from start time to claim of the tasks of a function created since `since`
-    /// (the warm-up tasks before it are left out).
-    async fn lags_since(
+    /// Milliseconds of `interval` (an expression over a task's timestamps) for each task of
+    /// `function` created since `since` (the warm-up tasks before it are left out).
+    async fn millis_since(
         &self,
         function: &str,
         since: chrono::DateTime<chrono::Utc>,
+        interval: &str,
     ) -> anyhow::Result<Vec<f64>> {
+        let sql = format!(
+            "SELECT (extract(epoch FROM {interval}) * 1000)::float8 \
+             FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2"
+        );
         Ok(self
             .db
-            .query(
-                "SELECT (extract(epoch FROM claimed_at - start_timestamp) * 1000)::float8 \
-                 FROM tasks WHERE function_name = $1 AND creation_timestamp >= $2",
-                &[&function, &since],
-            )
+            .query(&sql, &[&function, &since])
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -681,7 +680,9 @@ async fn burst(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>>
             Duration::from_secs(120),
         )
         .await?;
-    let mut lags = client.lags_since(&function, since).await?;
+    let mut lags = client
+        .millis_since(&function, since, "claimed_at - start_timestamp")
+        .await?;
     Ok(vec![summary(
         &format!("burst: {} tasks due at once, lag", options.count),
         &mut lags,
