@@ -2,9 +2,10 @@
 //! scheduler's sweeper (zombies). Every write after the claim is fenced by the attempt number,
 //! so a slow worker can never overwrite a newer attempt.
 //!
-//! Every statement here reaches its tasks by id, and tests their status as
+//! The statements that change a task reach it by id and test its status as
 //! `(status = '…') IS TRUE`, which no partial index on status can use: the planner then has
-//! only the primary key to choose. Statistics of a queue table are always stale (analyzed
+//! only the primary key to choose (the sweeper's search for expired leases is the one meant
+//! to go through a status index). Statistics of a queue table are always stale (analyzed
 //! while nothing was `new`, a backlog of thousands minutes later), and a plain
 //! `status = 'new'` let a cached plan read the whole backlog through the due-tasks index to
 //! find the few rows it was given.
