@@ -1,6 +1,7 @@
 //! Consumes the `tasks` queue: claim (what has arrived together, in one statement), ack, run.
-//! At most `concurrency` tasks run at once; a message whose claim fails (canceled, already claimed, duplicate) is acked and dropped;
-//! a message nobody can understand is dead-lettered with the reason.
+//! At most `concurrency` tasks run at once; a message whose claim fails (canceled, already
+//! claimed, duplicate) is acked and dropped; a message nobody can understand is dead-lettered
+//! with the reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -111,7 +111,7 @@ fn time_until(row: &tokio_postgres::Row) -> Result<Option<std::time::Duration>, 
 
 /// A pool of connections to the configured database.
 pub fn pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
-    pool_with(config, "")
+    pool_with(config, &[])
 }
 
 /// A pool for a process whose every query reaches its rows by key (a worker). Sequential
@@ -119,22 +119,20 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
 /// one planned while the tasks table was still empty would otherwise keep scanning it whole
 /// after it has grown, until the next analyze.
 pub fn key_lookup_pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
-    pool_with(config, "-c enable_seqscan=off")
+    pool_with(config, &["-c enable_seqscan=off"])
 }
 
-fn pool_with(config: &DatabaseConfig, planner: &str) -> Result<Pool, StoreError> {
+fn pool_with(config: &DatabaseConfig, settings: &[&str]) -> Result<Pool, StoreError> {
     let mut pg_config = tokio_postgres::Config::from_str(&config.url)
         .map_err(|e| StoreError::Config(format!("database.url: {e}")))?;
-    let ours = format!(
-        "-c statement_timeout={} {planner}",
-        config.statement_timeout_ms
-    )
-    .trim_end()
-    .to_owned();
-    let options = match pg_config.get_options() {
-        Some(existing) => format!("{existing} {ours}"),
-        None => ours,
-    };
+    let timeout = format!("-c statement_timeout={}", config.statement_timeout_ms);
+    let options: Vec<&str> = pg_config
+        .get_options()
+        .into_iter()
+        .chain([timeout.as_str()])
+        .chain(settings.iter().copied())
+        .collect();
+    let options = options.join(" ");
     pg_config.options(options);
     let manager = Manager::from_config(
         pg_config,
