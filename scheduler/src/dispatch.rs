@@ -1,9 +1,11 @@
 //! The dispatcher: publishes each task to the `tasks` queue when it is due, highest priority
 //! first. Postgres is the queue; the broker only holds a bounded window of due tasks no worker
 //! has taken yet (the queue's ready messages), refilled in priority order as workers take
-//! them, because the broker cannot order 2^53 priorities itself.
+//! them, because the broker cannot order 2^53 priorities itself. While no due task waits in
+//! Postgres, the dispatcher lends the window's free room to the API ([`FastLane`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::amqp::{Publisher, TASKS_QUEUE, TaskMessage};
@@ -27,6 +29,83 @@ pub struct Dispatcher {
     pub config: DispatchConfig,
     pub wakeup: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    pub fast_lane: Arc<FastLane>,
+}
+
+/// The way past the dispatcher for a task that is due when it is created: its request
+/// stores it as dispatched and publishes it, a dispatch pass (a transaction and a wake-up)
+/// sooner. Only while the last pass left no due task waiting in Postgres, so a task never
+/// overtakes one of higher priority, and only as many as the window had room for then.
+pub struct FastLane {
+    publisher: Arc<Publisher>,
+    queries: DispatchQueries,
+    wakeup: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    /// Places lent by the dispatcher, taken one per task.
+    room: AtomicI64,
+}
+
+impl FastLane {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        queries: DispatchQueries,
+        wakeup: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        FastLane {
+            publisher,
+            queries,
+            wakeup,
+            metrics,
+            room: AtomicI64::new(0),
+        }
+    }
+
+    /// Takes a place for a task about to be created due now; false when there is none.
+    pub fn take(&self) -> bool {
+        self.room
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |room| {
+                (room > 0).then_some(room - 1)
+            })
+            .is_ok()
+    }
+
+    /// Publishes a task stored as dispatched, in the background. If the broker does not take
+    /// it, the task is marked undispatched again and the dispatcher woken, so it goes out with
+    /// the next pass rather than after the redispatch timeout.
+    pub fn publish(self: &Arc<Self>, task_id: String) {
+        let lane = self.clone();
+        tokio::spawn(async move {
+            let body = serde_json::to_vec(&TaskMessage {
+                task_id: task_id.clone(),
+            })
+            .unwrap_or_default();
+            match lane
+                .publisher
+                .publish_all("", [(TASKS_QUEUE.to_owned(), body)])
+                .await
+            {
+                Ok(()) => lane.metrics.tasks_dispatched.inc(),
+                Err(error) => {
+                    tracing::warn!(task_id = %task_id, %error, "could not publish a new task; the dispatcher will");
+                    if let Err(error) = lane.queries.undispatch(&task_id).await {
+                        tracing::warn!(task_id = %task_id, %error, "could not hand a new task to the dispatcher; it is republished after the redispatch timeout");
+                    }
+                    lane.wakeup.notify_one();
+                }
+            }
+        });
+    }
+
+    /// Lends `room` places until the next `close`.
+    fn open(&self, room: i64) {
+        self.room.store(room, Ordering::Release);
+    }
+
+    /// Takes back the places not used; returns how many were left.
+    fn close(&self) -> i64 {
+        self.room.swap(0, Ordering::AcqRel)
+    }
 }
 
 impl Dispatcher {
@@ -41,9 +120,16 @@ impl Dispatcher {
         let orphans = tokio::spawn(fail_orphans(self.queries.clone(), stop.clone()));
         let mut poll = IN_FLIGHT_POLL;
         let mut left_waiting = None;
+        let mut lent = 0;
         loop {
-            let wait = match self.pass(redispatch_after, left_waiting.is_none()).await {
+            // Tasks the API published since the last pass may wait in the broker: ask it.
+            let used_by_api = lent - self.fast_lane.close();
+            let queue_was_empty = left_waiting.is_none() && used_by_api == 0;
+            lent = 0;
+            let wait = match self.pass(redispatch_after, queue_was_empty).await {
                 Ok(pass) => {
+                    lent = pass.free_room;
+                    self.fast_lane.open(lent);
                     let wait = match pass.waiting {
                         Some(Waiting { found, left }) => {
                             let taken = left_waiting.is_none_or(|before| found < before);
@@ -134,6 +220,12 @@ impl Dispatcher {
             }
         }
         Ok(Pass {
+            // Every due task went out unless the window filled up.
+            free_room: if full {
+                0
+            } else {
+                (self.config.window - waiting).max(0)
+            },
             waiting: (waiting > 0).then_some(Waiting {
                 found,
                 left: waiting,
@@ -173,6 +265,8 @@ async fn fail_orphans(queries: DispatchQueries, mut stop: watch::Receiver<bool>)
 
 /// What one dispatch pass leaves behind.
 struct Pass {
+    /// Room left in the window with no due task left in Postgres (zero when one is left).
+    free_room: i64,
     /// Messages waiting in the broker, if any: workers taking them will free room.
     waiting: Option<Waiting>,
     /// When the next task falls due, if one waits for its start.

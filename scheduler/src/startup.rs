@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState};
 use crate::auth::{AuthMode, Authenticator};
 use crate::config::SchedulerConfig;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, FastLane};
 use crate::events::EventConsumer;
 use crate::listener::{self, Wakeups};
 use crate::requester::Requester;
@@ -35,6 +35,9 @@ pub struct Application {
     state: AppState,
     config: SchedulerConfig,
     pool: deadpool_postgres::Pool,
+    /// The dispatcher's, the API's fast lane's and the outbox relay's.
+    publisher: Arc<Publisher>,
+    dispatch_queries: DispatchQueries,
 }
 
 impl Application {
@@ -56,16 +59,28 @@ impl Application {
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
         let wakeups = Wakeups::default();
+        let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
+        let metrics = Arc::new(Metrics::new().with_cluster_gauges());
+        let dispatch_queries = DispatchQueries::new(common::db::queue_pool(&config.database)?);
+        let fast_lane = Arc::new(FastLane::new(
+            publisher.clone(),
+            dispatch_queries.clone(),
+            wakeups.tasks.clone(),
+            metrics.clone(),
+        ));
         Ok(Application {
             listener,
             state: AppState::new(
                 pool.clone(),
                 Arc::new(Requester::new(config.amqp.url.clone())),
-                Arc::new(Metrics::new().with_cluster_gauges()),
+                metrics,
                 auth,
                 secrets,
                 wakeups.tasks.clone(),
+                fast_lane,
             ),
+            publisher,
+            dispatch_queries,
             wakeups,
             config,
             pool,
@@ -86,7 +101,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let wakeups = self.wakeups.clone();
-        let publisher = Arc::new(Publisher::new(self.config.amqp.url.clone()));
+        let publisher = self.publisher.clone();
         let metrics = self.state.metrics.clone();
         let mut loops = JoinSet::new();
         loops.spawn(gauges::run(
@@ -100,11 +115,12 @@ impl Application {
         ));
         loops.spawn(
             Dispatcher {
-                queries: DispatchQueries::new(self.pool.clone()),
+                queries: self.dispatch_queries.clone(),
                 publisher: publisher.clone(),
                 config: self.config.dispatch.clone(),
                 wakeup: wakeups.tasks.clone(),
                 metrics: metrics.clone(),
+                fast_lane: self.state.fast_lane.clone(),
             }
             .run(stopped.clone()),
         );

@@ -423,6 +423,73 @@ async fn backlog_starts_in_priority_then_start_time_order() {
 }
 
 #[tokio::test]
+async fn tasks_created_while_others_wait_start_by_priority() {
+    // Tasks created due on an idle service go to the broker straight from their request; once
+    // tasks wait, new ones must queue behind by priority like any other.
+    let app = TestScheduler::start_with(|config| config.dispatch.window = 1).await;
+    app.create_function(
+        "queue",
+        "testing/sleep",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    let worker = app.start_worker(1).await;
+    let (_, first) = app
+        .post(
+            "/tasks/v1",
+            &json!({"functionName": "queue", "data": {"seconds": 1}}),
+        )
+        .await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    app.wait_for_task(&first, std::time::Duration::from_secs(30), |task| {
+        task["status"] == "inProgress"
+    })
+    .await;
+    let mut low = Vec::new();
+    for _ in 0..5 {
+        let (status, task) = app
+            .post(
+                "/tasks/v1",
+                &json!({"functionName": "queue", "priority": 0, "data": {"seconds": 0}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{task}");
+        low.push(task["id"].as_str().unwrap().to_owned());
+    }
+    let (_, high) = app
+        .post(
+            "/tasks/v1",
+            &json!({"functionName": "queue", "priority": 9, "data": {"seconds": 0}}),
+        )
+        .await;
+    let high = high["id"].as_str().unwrap().to_owned();
+    app.assert_all_complete(&[vec![first, high.clone()], low.clone()].concat())
+        .await;
+    let db = app.database.connect().await;
+    let order: Vec<String> = db
+        .query(
+            "SELECT id FROM tasks WHERE id = ANY($1) ORDER BY claimed_at",
+            &[&[vec![high.clone()], low].concat()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let position = order.iter().position(|id| *id == high).unwrap();
+    // At most two start before it: one prefetched by the worker, one in the broker's window
+    // of one (without a backlog check, all five would).
+    assert!(
+        position <= 2,
+        "the priority-9 task started {position}th: {order:?}"
+    );
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn canceled_tasks_never_run_even_when_cancel_races_dispatch() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(4).await;

@@ -153,9 +153,9 @@ async fn an_idle_service_leaves_the_database_alone() {
 #[tokio::test]
 async fn nothing_to_wait_for_is_no_wake_up_time() {
     let app = TestScheduler::start().await;
-    let pool = common::db::pool(&app.database.config()).unwrap();
-    let dispatch = common::db::DispatchQueries::new(pool.clone());
-    let schedules = common::db::Schedules::new(pool);
+    let config = app.database.config();
+    let dispatch = common::db::DispatchQueries::new(common::db::queue_pool(&config).unwrap());
+    let schedules = common::db::Schedules::new(common::db::pool(&config).unwrap());
     assert_eq!(
         dispatch
             .next_start(std::time::Duration::ZERO)

@@ -19,6 +19,7 @@ pub struct DueTask {
 
 #[derive(Clone)]
 pub struct DispatchQueries {
+    /// A [`super::queue_pool`].
     pool: Pool,
 }
 
@@ -55,20 +56,12 @@ impl DispatchQueries {
         redispatch_after: Duration,
     ) -> Result<DispatchBatch<'a>, StoreError> {
         let transaction = client.transaction().await?;
-        // Read the head of the due-tasks index in its order, never the whole backlog. The
-        // planner estimates from statistics that lag far behind a queue that fills in
-        // seconds; believing the backlog small, it would fetch every due task and sort them,
-        // on every pass, which slows the dispatcher exactly when the backlog grows.
-        //
         // The commit does not wait for its WAL flush. Marking a task dispatched only keeps it
         // from being published again before `redispatch_after`; if a crash loses the mark,
         // the task is published twice, which the worker's conditional claim makes harmless
         // (and a claim's own flush makes every earlier mark durable anyway).
         transaction
-            .batch_execute(
-                "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
-                 SET LOCAL synchronous_commit = off",
-            )
+            .batch_execute("SET LOCAL synchronous_commit = off")
             .await?;
         let statement = transaction
             .prepare_cached(
@@ -140,16 +133,32 @@ impl DispatchQueries {
     /// task is not left waiting for the next timer.
     pub async fn next_start(&self, lookback: Duration) -> Result<Option<Duration>, StoreError> {
         let client = self.pool.get().await?;
+        // `ORDER BY … LIMIT 1`, not `min()`: believing the table nearly empty, the planner
+        // aggregates every future task for `min()` rather than read the first index entry.
         let statement = client
             .prepare_cached(
-                "SELECT EXTRACT(EPOCH FROM (min(start_timestamp) - now()))::float8 \
+                "SELECT EXTRACT(EPOCH FROM (start_timestamp - now()))::float8 \
                  FROM tasks WHERE status = 'new' AND dispatched_at IS NULL \
-                   AND start_timestamp > now() - $1 * interval '1 second'",
+                   AND start_timestamp > now() - $1 * interval '1 second' \
+                 ORDER BY start_timestamp LIMIT 1",
             )
             .await?;
-        let row = client
-            .query_one(&statement, &[&lookback.as_secs_f64()])
+        client
+            .query_opt(&statement, &[&lookback.as_secs_f64()])
+            .await?
+            .map_or(Ok(None), |row| super::time_until(&row))
+    }
+
+    /// Marks a task stored as dispatched as not dispatched after all (its creator could not
+    /// publish it), so the next pass publishes it instead of the redispatch timeout.
+    pub async fn undispatch(&self, task_id: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE tasks SET dispatched_at = NULL WHERE id = $1 AND status = 'new'",
+                &[&task_id],
+            )
             .await?;
-        super::time_until(&row)
+        Ok(())
     }
 }

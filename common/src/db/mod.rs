@@ -50,6 +50,8 @@ pub enum StoreError {
     Config(String),
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
+    #[error("the task writer stopped")]
+    WriterStopped,
 }
 
 impl StoreError {
@@ -79,7 +81,10 @@ impl StoreError {
                     .iter()
                     .any(|c| state.code().starts_with(c))
             }),
-            StoreError::Migration(_) | StoreError::Config(_) | StoreError::Corrupt(_) => false,
+            StoreError::Migration(_)
+            | StoreError::Config(_)
+            | StoreError::Corrupt(_)
+            | StoreError::WriterStopped => false,
         }
     }
 
@@ -114,12 +119,38 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
     pool_with(config, &[])
 }
 
-/// A pool for a process whose every query reaches its rows by key (a worker). Sequential
-/// scans are ruled out: a statement is planned once per connection and its plan kept, and
-/// one planned while the tasks table was still empty would otherwise keep scanning it whole
-/// after it has grown, until the next analyze.
+/// A pool for a process whose every query reaches its rows by key (a worker). Statements
+/// are planned once per connection and the plan kept (`force_generic_plan`: the default
+/// re-plans each call of a statement whose first custom plans looked cheaper, and planning
+/// cost a quarter of a claim's time), and sequential scans are ruled out: a plan made while
+/// the tasks table was still empty would otherwise keep scanning it whole after it has
+/// grown, until the next analyze.
 pub fn key_lookup_pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
-    pool_with(config, &["-c enable_seqscan=off"])
+    pool_with(
+        config,
+        &[
+            "-c enable_seqscan=off",
+            "-c plan_cache_mode=force_generic_plan",
+        ],
+    )
+}
+
+/// A pool for the dispatcher, whose queries read the head of an index over new tasks in
+/// its order, never the whole backlog. The planner estimates from statistics that lag far
+/// behind a queue that fills in seconds; believing the backlog small, it would fetch every
+/// matching task and sort or aggregate them, on every pass, which slows the dispatcher
+/// exactly when the backlog grows. So plans that scan the table whole, sort, or go through
+/// a bitmap (which loses the index order) are ruled out.
+pub fn queue_pool(config: &DatabaseConfig) -> Result<Pool, StoreError> {
+    pool_with(
+        config,
+        &[
+            "-c enable_seqscan=off",
+            "-c enable_sort=off",
+            "-c enable_bitmapscan=off",
+            "-c plan_cache_mode=force_generic_plan",
+        ],
+    )
 }
 
 fn pool_with(config: &DatabaseConfig, settings: &[&str]) -> Result<Pool, StoreError> {

@@ -1,8 +1,12 @@
 //! The `tasks` table.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde_json::Value;
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
 
 use super::StoreError;
@@ -66,6 +70,18 @@ pub struct NewTask {
     pub created_by_user_id: Option<String>,
     pub retry_for_task_ids: Vec<String>,
     pub source: TaskSource,
+    /// Published by its creator right after it is stored, not by the dispatcher: it is
+    /// stored as dispatched (if its function is enabled), so the dispatcher only publishes it
+    /// again if that message is lost.
+    pub published_by_creator: bool,
+}
+
+/// A task just stored.
+#[derive(Debug)]
+pub struct Created {
+    pub task: Task,
+    /// Stored as dispatched: its creator is to publish it.
+    pub dispatched: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -75,57 +91,47 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// A create waiting to be stored, and where its answer goes.
+type PendingInsert = (
+    NewTask,
+    oneshot::Sender<Result<Option<Created>, StoreError>>,
+);
+
+/// Most creates stored by one statement.
+const INSERT_BATCH: usize = 64;
+/// Batches written at once: while one waits for its commit, the next one is executed.
+const INSERT_WRITERS: usize = 2;
+
 #[derive(Clone)]
 pub struct Tasks {
     pool: Pool,
+    inserts: mpsc::Sender<PendingInsert>,
 }
 
 impl Tasks {
+    /// Starts the writers that store new tasks (see `insert`), on the current Tokio runtime;
+    /// they stop when the last clone of this `Tasks` is dropped.
     pub fn new(pool: Pool) -> Self {
-        Tasks { pool }
+        let (inserts, receiver) = mpsc::channel(INSERT_BATCH * INSERT_WRITERS);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..INSERT_WRITERS {
+            tokio::spawn(write_inserts(pool.clone(), receiver.clone()));
+        }
+        Tasks { pool, inserts }
     }
 
     /// Stores a new task of an existing function; `None` when there is no such function.
     /// Checking the function and inserting is one statement, so the task of a function
-    /// deleted meanwhile is never stored.
-    pub async fn insert(&self, task: NewTask) -> Result<Option<Task>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
-                 start_timestamp, priority, created_by_application_id, created_by_user_id, \
-                 retry_for_task_ids, source, dispatched_at, creation_timestamp, update_timestamp) \
-                 SELECT $1, f.name, 'new', $3, $4, $5, $6, COALESCE($7, f.default_priority, 0), \
-                   $8, $9, $10, $11, $12, $3, $3 \
-                 FROM functions f WHERE f.name = $2 \
-                 RETURNING {COLUMNS}"
-            ))
-            .await?;
-        let now = crate::time::now();
-        let id = ObjectId::generate().to_string();
-        // A direct execution is published by its requester at once, not by the dispatcher; it
-        // counts as dispatched, so the dispatcher only republishes it if that message is lost.
-        let dispatched_at = (task.source == TaskSource::Direct).then_some(now);
-        let row = client
-            .query_opt(
-                &statement,
-                &[
-                    &id,
-                    &task.function_name,
-                    &now,
-                    &task.data,
-                    &task.tags,
-                    &crate::time::truncate_to_millis(task.start_timestamp),
-                    &task.priority,
-                    &task.created_by_application_id,
-                    &task.created_by_user_id,
-                    &task.retry_for_task_ids,
-                    &task.source.as_str(),
-                    &dispatched_at,
-                ],
-            )
-            .await?;
-        row.as_ref().map(task_from_row).transpose()
+    /// deleted meanwhile is never stored. Creates that arrive while others are being written
+    /// are stored together, in one statement and one commit: a commit waits for its flush to
+    /// disk, and one per task was most of the cost of creating tasks under load.
+    pub async fn insert(&self, task: NewTask) -> Result<Option<Created>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inserts
+            .send((task, reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Cancels a task if it is still `new`; returns whether it was.
@@ -182,6 +188,127 @@ impl Tasks {
         let status: String = row.try_get(0)?;
         Ok(CancelOutcome::NotCancelable(parse_status(&status)?))
     }
+}
+
+/// Takes the creates waiting (at most a batch), stores them, answers each; until every
+/// sender is gone.
+async fn write_inserts(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<PendingInsert>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut waiting = waiting.lock().await;
+            let Some(first) = waiting.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < INSERT_BATCH {
+                match waiting.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (tasks, replies): (Vec<NewTask>, Vec<_>) = batch.into_iter().unzip();
+        match insert_all(&pool, &tasks).await {
+            Ok(stored) => {
+                for (reply, task) in replies.into_iter().zip(stored) {
+                    let _ = reply.send(Ok(task));
+                }
+            }
+            // One task the database refuses (a value it cannot store) must not fail the
+            // others: each is tried alone, and gets its own answer.
+            Err(error) if tasks.len() > 1 => {
+                tracing::debug!(tasks = tasks.len(), %error, "a batch of new tasks failed; storing them one by one");
+                for (task, reply) in tasks.iter().zip(replies) {
+                    let stored = insert_all(&pool, std::slice::from_ref(task)).await;
+                    let _ = reply.send(stored.map(|mut stored| stored.pop().flatten()));
+                }
+            }
+            Err(error) => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// Stores `tasks` in one statement; for each, the stored task or `None` when its function
+/// does not exist.
+async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created>>, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
+               start_timestamp, priority, created_by_application_id, created_by_user_id, \
+               retry_for_task_ids, source, dispatched_at, creation_timestamp, update_timestamp) \
+             SELECT n.id, f.name, 'new', $1::timestamptz, n.data, \
+               ARRAY(SELECT jsonb_array_elements_text(n.tags)), n.start_timestamp, \
+               COALESCE(n.priority, f.default_priority, 0), n.application_id, n.user_id, \
+               ARRAY(SELECT jsonb_array_elements_text(n.retry_for)), n.source, \
+               CASE WHEN n.published_by_creator AND f.enabled THEN $1::timestamptz END, $1, $1 \
+             FROM UNNEST($2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
+               $7::int8[], $8::text[], $9::text[], $10::jsonb[], $11::text[], $12::bool[]) \
+               AS n(id, function_name, data, tags, start_timestamp, priority, application_id, \
+                 user_id, retry_for, source, published_by_creator) \
+             JOIN functions f ON f.name = n.function_name \
+             RETURNING {COLUMNS}, dispatched_at IS NOT NULL AS dispatched"
+        ))
+        .await?;
+    let now = crate::time::now();
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|_| ObjectId::generate().to_string())
+        .collect();
+    // Arrays of arrays must be rectangular in Postgres: each task's lists travel as JSON.
+    let tags: Vec<Value> = tasks
+        .iter()
+        .map(|task| Value::from(task.tags.clone()))
+        .collect();
+    let retry_for: Vec<Value> = tasks
+        .iter()
+        .map(|task| Value::from(task.retry_for_task_ids.clone()))
+        .collect();
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &now,
+                &ids,
+                &tasks.iter().map(|t| &t.function_name).collect::<Vec<_>>(),
+                &tasks.iter().map(|t| &t.data).collect::<Vec<_>>(),
+                &tags,
+                &tasks
+                    .iter()
+                    .map(|t| crate::time::truncate_to_millis(t.start_timestamp))
+                    .collect::<Vec<_>>(),
+                &tasks.iter().map(|t| t.priority).collect::<Vec<_>>(),
+                &tasks
+                    .iter()
+                    .map(|t| &t.created_by_application_id)
+                    .collect::<Vec<_>>(),
+                &tasks
+                    .iter()
+                    .map(|t| &t.created_by_user_id)
+                    .collect::<Vec<_>>(),
+                &retry_for,
+                &tasks.iter().map(|t| t.source.as_str()).collect::<Vec<_>>(),
+                &tasks
+                    .iter()
+                    .map(|t| t.published_by_creator)
+                    .collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
+    let mut stored = rows
+        .iter()
+        .map(|row| {
+            let task = task_from_row(row)?;
+            let dispatched = row.try_get("dispatched")?;
+            Ok((task.id.to_string(), Created { task, dispatched }))
+        })
+        .collect::<Result<HashMap<_, _>, StoreError>>()?;
+    Ok(ids.iter().map(|id| stored.remove(id)).collect())
 }
 
 fn parse_status(text: &str) -> Result<TaskStatus, StoreError> {

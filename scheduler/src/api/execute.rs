@@ -73,9 +73,11 @@ pub async fn execute(
             created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Direct,
+            published_by_creator: true,
         })
         .await?
-        .ok_or_else(|| unknown_function(&name))?;
+        .ok_or_else(|| unknown_function(&name))?
+        .task;
     state
         .metrics
         .tasks_created

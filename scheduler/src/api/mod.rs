@@ -15,6 +15,7 @@ pub mod schedules;
 pub mod tasks;
 pub mod triggers;
 
+use crate::dispatch::FastLane;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, Uri, header};
@@ -54,6 +55,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Wakes this scheduler's dispatcher when a request created a task due now.
     pub dispatch: Arc<tokio::sync::Notify>,
+    /// Publishes a task due now from its request while the dispatcher has nothing waiting.
+    pub fast_lane: Arc<FastLane>,
 }
 
 impl AppState {
@@ -64,9 +67,11 @@ impl AppState {
         auth: Authenticator,
         secrets: Arc<SecretBox>,
         dispatch: Arc<tokio::sync::Notify>,
+        fast_lane: Arc<FastLane>,
     ) -> Self {
         AppState {
             dispatch,
+            fast_lane,
             metrics,
             auth: Arc::new(auth),
             requester,

@@ -61,18 +61,21 @@ pub async fn create(
     check_data_size(&data)?;
     let tags = input.tags.unwrap_or_default();
     check_tags(&tags)?;
-    let task = state
+    let now = common::time::now();
+    let start_timestamp = input.start_timestamp.unwrap_or(now);
+    let created = state
         .tasks
         .insert(NewTask {
             function_name: function_name.clone(),
             data,
             tags,
             priority: input.priority.map(Priority::get),
-            start_timestamp: input.start_timestamp.unwrap_or_else(common::time::now),
+            start_timestamp,
             created_by_application_id: identity.application_id(),
             created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Api,
+            published_by_creator: start_timestamp <= now && state.fast_lane.take(),
         })
         .await?
         .ok_or_else(|| unknown_function(&function_name))?;
@@ -81,8 +84,12 @@ pub async fn create(
         .tasks_created
         .with_label_values(&["api"])
         .inc();
-    state.dispatch.notify_one();
-    Ok(Json(task))
+    if created.dispatched {
+        state.fast_lane.publish(created.task.id.to_string());
+    } else {
+        state.dispatch.notify_one();
+    }
+    Ok(Json(created.task))
 }
 
 pub fn check_data_size(data: &Value) -> Result<(), ApiError> {
