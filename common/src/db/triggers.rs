@@ -1,10 +1,11 @@
 //! The `triggers` table, and turning one platform event into the tasks of its triggers.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
@@ -160,15 +161,14 @@ impl Triggers {
     }
 
     /// Creates one task per enabled trigger matching each event, for all the events in one
-    /// transaction. A redelivered event creates nothing new: the (trigger, event id) pair is
+    /// statement. A redelivered event creates nothing new: the (trigger, event id) pair is
     /// unique. Returns, per event, (matching triggers, tasks created).
     pub async fn create_tasks_for(
         &self,
         events: &[Event],
     ) -> Result<Vec<(usize, u64)>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let transaction = client.transaction().await?;
-        let rows = transaction
+        let client = self.pool.get().await?;
+        let rows = client
             .query(
                 &format!("SELECT {COLUMNS} FROM triggers WHERE enabled"),
                 &[],
@@ -178,17 +178,6 @@ impl Triggers {
             .iter()
             .map(trigger_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let insert = transaction
-            .prepare_cached(
-                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
-                   start_timestamp, priority, source, trigger_id, event_id, creation_timestamp, \
-                   update_timestamp) \
-                 VALUES ($1, $2, 'new', $3, $4, $5, $6, \
-                   COALESCE($7, (SELECT default_priority FROM functions WHERE name = $2), 0), \
-                   'event', $8, $9, $3, $3) \
-                 ON CONFLICT (trigger_id, event_id) WHERE trigger_id IS NOT NULL DO NOTHING",
-            )
-            .await?;
         let now = crate::time::now();
         let mut counts = vec![(0, 0); events.len()];
         let mut inserts = Vec::new();
@@ -209,40 +198,65 @@ impl Triggers {
                     event: index,
                     id: ObjectId::generate().to_string(),
                     data: Value::Object(data),
-                    tags,
+                    // Arrays of arrays must be rectangular in Postgres: the tags travel as JSON.
+                    tags: Value::from(tags),
                     start: now + chrono::Duration::seconds(trigger.delay_seconds),
                     trigger_id: trigger.id.to_string(),
                     trigger,
                 });
             }
         }
-        let parameters: Vec<[&(dyn ToSql + Sync); 9]> = inserts
-            .iter()
-            .map(|task| {
-                [
-                    &task.id as &(dyn ToSql + Sync),
-                    &task.trigger.function_name,
-                    &now,
-                    &task.data,
-                    &task.tags,
-                    &task.start,
-                    &task.trigger.priority,
-                    &task.trigger_id,
-                    &events[task.event].id,
-                ]
-            })
-            .collect();
-        // Sent together, the inserts travel pipelined rather than one round trip each.
-        let created = futures_util::future::try_join_all(
-            parameters
-                .iter()
-                .map(|parameters| transaction.execute(&insert, parameters)),
-        )
-        .await?;
-        for (task, created) in inserts.iter().zip(created) {
-            counts[task.event].1 += created;
+        if inserts.is_empty() {
+            return Ok(counts);
         }
-        transaction.commit().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, tags, \
+                   start_timestamp, priority, source, trigger_id, event_id, creation_timestamp, \
+                   update_timestamp) \
+                 SELECT n.id, n.function_name, 'new', $1::timestamptz, n.data, \
+                   ARRAY(SELECT jsonb_array_elements_text(n.tags)), n.start_timestamp, \
+                   COALESCE(n.priority, f.default_priority, 0), 'event', n.trigger_id, n.event_id, $1, $1 \
+                 FROM UNNEST($2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
+                   $7::int8[], $8::text[], $9::text[]) \
+                   AS n(id, function_name, data, tags, start_timestamp, priority, trigger_id, event_id) \
+                 LEFT JOIN functions f ON f.name = n.function_name \
+                 ON CONFLICT (trigger_id, event_id) WHERE trigger_id IS NOT NULL DO NOTHING \
+                 RETURNING id",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &now,
+                    &inserts.iter().map(|t| &t.id).collect::<Vec<_>>(),
+                    &inserts
+                        .iter()
+                        .map(|t| &t.trigger.function_name)
+                        .collect::<Vec<_>>(),
+                    &inserts.iter().map(|t| &t.data).collect::<Vec<_>>(),
+                    &inserts.iter().map(|t| &t.tags).collect::<Vec<_>>(),
+                    &inserts.iter().map(|t| t.start).collect::<Vec<_>>(),
+                    &inserts
+                        .iter()
+                        .map(|t| t.trigger.priority)
+                        .collect::<Vec<_>>(),
+                    &inserts.iter().map(|t| &t.trigger_id).collect::<Vec<_>>(),
+                    &inserts
+                        .iter()
+                        .map(|t| events[t.event].id.as_str())
+                        .collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
+        let created = rows
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<HashSet<_>, _>>()?;
+        for task in inserts.iter().filter(|task| created.contains(&task.id)) {
+            counts[task.event].1 += 1;
+        }
         Ok(counts)
     }
 }
@@ -253,7 +267,7 @@ struct TriggeredTask<'a> {
     event: usize,
     id: String,
     data: Value,
-    tags: Vec<String>,
+    tags: Value,
     start: DateTime<Utc>,
     trigger_id: String,
     trigger: &'a Trigger,
