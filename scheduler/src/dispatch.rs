@@ -76,13 +76,9 @@ impl FastLane {
     pub fn publish(self: &Arc<Self>, task_id: String) {
         let lane = self.clone();
         tokio::spawn(async move {
-            let body = serde_json::to_vec(&TaskMessage {
-                task_id: task_id.clone(),
-            })
-            .unwrap_or_default();
             match lane
                 .publisher
-                .publish_all("", [(TASKS_QUEUE.to_owned(), body)])
+                .publish_all("", [due_message(&task_id)])
                 .await
             {
                 Ok(()) => lane.metrics.tasks_dispatched.inc(),
@@ -196,16 +192,10 @@ impl Dispatcher {
                 break;
             }
             let count = batch.tasks.len() as i64;
-            let messages: Vec<(String, Vec<u8>)> = batch
+            let messages: Vec<_> = batch
                 .tasks
                 .iter()
-                .map(|task| {
-                    let message = TaskMessage {
-                        task_id: task.id.clone(),
-                    };
-                    let body = serde_json::to_vec(&message).unwrap_or_default();
-                    (TASKS_QUEUE.to_owned(), body)
-                })
+                .map(|task| due_message(&task.id))
                 .collect();
             // Commit only once the broker confirmed: a failed publish leaves the tasks
             // undispatched, and a crash between the two at worst publishes them twice, which
@@ -242,6 +232,15 @@ impl Dispatcher {
                 .await?,
         })
     }
+}
+
+/// The message telling workers that a task is due, for the default exchange.
+fn due_message(task_id: &str) -> (String, Vec<u8>) {
+    let message = TaskMessage {
+        task_id: task_id.to_owned(),
+    };
+    let body = serde_json::to_vec(&message).unwrap_or_default();
+    (TASKS_QUEUE.to_owned(), body)
 }
 
 /// Fails the due tasks whose function was deleted, every second (less often while a large
