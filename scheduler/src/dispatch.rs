@@ -121,11 +121,11 @@ impl Dispatcher {
             // Tasks the API published since the last pass may wait in the broker: ask it.
             let used_by_api = lent - self.fast_lane.close();
             let queue_was_empty = left_waiting.is_none() && used_by_api == 0;
-            lent = 0;
-            let wait = match self.pass(redispatch_after, queue_was_empty).await {
+            let pass = self.pass(redispatch_after, queue_was_empty).await;
+            lent = pass.as_ref().map_or(0, |pass| pass.free_room);
+            self.fast_lane.open(lent);
+            let wait = match pass {
                 Ok(pass) => {
-                    lent = pass.free_room;
-                    self.fast_lane.open(lent);
                     let wait = match pass.waiting {
                         Some(Waiting { found, left }) => {
                             let taken = left_waiting.is_none_or(|before| found < before);
@@ -163,7 +163,8 @@ impl Dispatcher {
     /// Fills the window, then says what it leaves behind. When the last pass found the queue
     /// empty and left it so, the broker is not asked again: the round trip would only delay
     /// the task falling due now, and only another scheduler or a direct execution can have
-    /// added a message since, which stretches the window by a few at most.
+    /// added a message since, which stretches the window by a few at most (tasks the API's
+    /// fast lane published make the caller ask).
     async fn pass(
         &self,
         redispatch_after: Duration,
@@ -210,12 +211,8 @@ impl Dispatcher {
             }
         }
         Ok(Pass {
-            // Every due task went out unless the window filled up.
-            free_room: if full {
-                0
-            } else {
-                (self.config.window - waiting).max(0)
-            },
+            // Room is left only when the window did not fill up, so every due task went out.
+            free_room: (self.config.window - waiting).max(0),
             waiting: (waiting > 0).then_some(Waiting {
                 found,
                 left: waiting,
