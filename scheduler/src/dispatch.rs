@@ -13,6 +13,7 @@ use common::db::DispatchQueries;
 use tokio::sync::{Notify, watch};
 
 use crate::config::DispatchConfig;
+use crate::timer::PreciseTimer;
 
 use common::metrics::Metrics;
 
@@ -30,6 +31,8 @@ pub struct Dispatcher {
     pub wakeup: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub fast_lane: Arc<FastLane>,
+    /// Wakes the dispatcher when the next task falls due, to the tens of microseconds.
+    pub timer: PreciseTimer,
 }
 
 /// The way past the dispatcher for a task that is due when it is created: its request
@@ -84,7 +87,7 @@ impl FastLane {
                 Ok(()) => lane.metrics.tasks_dispatched.inc(),
                 Err(error) => {
                     tracing::warn!(task_id = %task_id, %error, "could not publish a new task; the dispatcher will");
-                    if let Err(error) = lane.queries.undispatch(&task_id).await {
+                    if let Err(error) = lane.queries.undispatch(&[task_id.as_str()]).await {
                         tracing::warn!(task_id = %task_id, %error, "could not hand a new task to the dispatcher; it is republished after the redispatch timeout");
                     }
                     lane.wakeup.notify_one();
@@ -118,17 +121,20 @@ impl Dispatcher {
         let mut left_waiting = None;
         let mut lent = 0;
         loop {
-            // Tasks the API published since the last pass may wait in the broker: ask it.
-            let used_by_api = lent - self.fast_lane.close();
-            let queue_was_empty = left_waiting.is_none() && used_by_api == 0;
-            let pass = self.pass(redispatch_after, queue_was_empty).await;
+            // At most the messages the last pass left in the broker, plus those the API's
+            // fast lane published since, still wait there: workers only take them away.
+            let at_most_waiting = left_waiting.unwrap_or(0) + lent - self.fast_lane.close();
+            let pass = self.pass(redispatch_after, at_most_waiting).await;
             lent = pass.as_ref().map_or(0, |pass| pass.free_room);
             self.fast_lane.open(lent);
             let wait = match pass {
                 Ok(pass) => {
                     let wait = match pass.waiting {
                         Some(Waiting { found, left }) => {
-                            let taken = left_waiting.is_none_or(|before| found < before);
+                            // Not asked, the broker had room enough: no reason to back off.
+                            let taken = found.is_none_or(|found| {
+                                left_waiting.is_none_or(|before| found < before)
+                            });
                             poll = if taken {
                                 IN_FLIGHT_POLL
                             } else {
@@ -151,7 +157,7 @@ impl Dispatcher {
             };
             tokio::select! {
                 _ = self.wakeup.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.timer.sleep(wait) => {}
                 _ = common::shutdown::stopped(&mut stop) => break,
             }
         }
@@ -160,53 +166,47 @@ impl Dispatcher {
         }
     }
 
-    /// Fills the window, then says what it leaves behind. When the last pass found the queue
-    /// empty and left it so, the broker is not asked again: the round trip would only delay
-    /// the task falling due now, and only another scheduler or a direct execution can have
-    /// added a message since, which stretches the window by a few at most (tasks the API's
-    /// fast lane published make the caller ask).
-    async fn pass(
-        &self,
-        redispatch_after: Duration,
-        queue_was_empty: bool,
-    ) -> anyhow::Result<Pass> {
-        let found = if queue_was_empty {
-            0
+    /// Fills the window, then says what it leaves behind. The broker is asked how many
+    /// messages wait in it only when `at_most_waiting` (a bound the caller knows) would leave
+    /// less than half the window free: the round trip would delay the task falling due now,
+    /// and only another scheduler or a direct execution can have added messages unseen,
+    /// which stretches the window by a few at most.
+    async fn pass(&self, redispatch_after: Duration, at_most_waiting: i64) -> anyhow::Result<Pass> {
+        let found = if at_most_waiting < self.config.window / 2 {
+            None
         } else {
-            i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?)
+            Some(i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?))
         };
         let began = std::time::Instant::now();
         let mut full = false;
-        let mut waiting = found;
+        let mut waiting = found.unwrap_or(at_most_waiting);
         loop {
             let room = self.config.window - waiting;
             if room <= 0 {
                 full = true;
                 break;
             }
-            let mut client = self.queries.client().await?;
-            let batch = self
-                .queries
-                .take_due(&mut client, room.min(self.config.batch), redispatch_after)
-                .await?;
-            if batch.tasks.is_empty() {
+            let limit = room.min(self.config.batch);
+            let tasks = self.queries.take_due(limit, redispatch_after).await?;
+            if tasks.is_empty() {
                 break;
             }
-            let count = batch.tasks.len() as i64;
-            let messages: Vec<_> = batch
-                .tasks
-                .iter()
-                .map(|task| due_message(&task.id))
-                .collect();
-            // Commit only once the broker confirmed: a failed publish leaves the tasks
-            // undispatched, and a crash between the two at worst publishes them twice, which
-            // the worker's conditional claim makes harmless.
-            self.publisher.publish_all("", messages).await?;
-            batch.commit().await?;
+            let count = tasks.len() as i64;
+            let messages: Vec<_> = tasks.iter().map(|task| due_message(&task.id)).collect();
+            // The tasks are marked dispatched before they are published, so a worker's claim
+            // never waits for this pass. Those the broker does not take are handed back; a
+            // crash in between leaves them to the redispatch timeout.
+            if let Err(error) = self.publisher.publish_all("", messages).await {
+                let ids: Vec<&str> = tasks.iter().map(|task| task.id.as_str()).collect();
+                if let Err(undispatch) = self.queries.undispatch(&ids).await {
+                    tracing::warn!(tasks = ids.len(), error = %undispatch, "could not hand unpublished tasks back; they are republished after the redispatch timeout");
+                }
+                return Err(error.into());
+            }
             self.metrics.tasks_dispatched.inc_by(count as u64);
             tracing::debug!(tasks = count, "dispatched");
             waiting += count;
-            if count < room.min(self.config.batch) {
+            if count < limit {
                 break;
             }
         }
@@ -269,8 +269,8 @@ struct Pass {
     next_start: Option<Duration>,
 }
 
-/// The ready messages when a pass began, and when it ended.
+/// The ready messages when a pass began (if the broker was asked), and when it ended.
 struct Waiting {
-    found: i64,
+    found: Option<i64>,
     left: i64,
 }

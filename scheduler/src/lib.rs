@@ -13,6 +13,7 @@ pub mod relay;
 pub mod requester;
 pub mod startup;
 pub mod sweeper;
+pub mod timer;
 
 /// How long to wait before repeating a periodic check that scans a backlog: its interval, or
 /// longer when the check itself took long, so it never takes more than a twentieth of a

@@ -26,6 +26,7 @@ use crate::dispatch::{Dispatcher, FastLane};
 use crate::events::EventConsumer;
 use crate::listener::{self, Wakeups};
 use crate::requester::Requester;
+use crate::timer::PreciseTimer;
 use crate::{gauges, recurring, relay, sweeper};
 use common::metrics::Metrics;
 
@@ -121,6 +122,7 @@ impl Application {
                 wakeup: wakeups.tasks.clone(),
                 metrics: metrics.clone(),
                 fast_lane: self.state.fast_lane.clone(),
+                timer: PreciseTimer::start()?,
             }
             .run(stopped.clone()),
         );

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
 use serde_json::json;
 
 use super::StoreError;
@@ -23,59 +23,42 @@ pub struct DispatchQueries {
     pool: Pool,
 }
 
-/// A batch of due tasks marked as dispatched, not committed yet: commit once the broker has
-/// confirmed the messages; dropping it (on a failed publish) leaves the tasks as they were.
-pub struct DispatchBatch<'a> {
-    pub tasks: Vec<DueTask>,
-    transaction: Transaction<'a>,
-}
-
-impl DispatchBatch<'_> {
-    pub async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.transaction.commit().await?)
-    }
-}
-
 impl DispatchQueries {
     pub fn new(pool: Pool) -> Self {
         DispatchQueries { pool }
     }
 
-    pub async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        Ok(self.pool.get().await?)
-    }
-
-    /// Locks and marks up to `limit` due tasks of enabled functions, highest priority first,
-    /// then earliest start. Tasks dispatched more than `redispatch_after` ago and still not
-    /// claimed are taken again: their message was lost. `SKIP LOCKED` lets several
+    /// Marks up to `limit` due tasks of enabled functions as dispatched, highest priority
+    /// first, then earliest start, and returns them in that order, for the caller to publish
+    /// (or to [`Self::undispatch`] if it cannot). Tasks dispatched more than
+    /// `redispatch_after` ago and still not claimed are taken again: their message was lost,
+    /// or their dispatcher stopped before publishing them. `SKIP LOCKED` lets several
     /// schedulers dispatch at once without taking the same task.
-    pub async fn take_due<'a>(
+    ///
+    /// The commit does not wait for its WAL flush. The mark only keeps a task from being
+    /// published again before `redispatch_after`; if a crash loses it, the task is published
+    /// twice, which the worker's conditional claim makes harmless (and a claim's own flush
+    /// makes every earlier mark durable anyway).
+    pub async fn take_due(
         &self,
-        client: &'a mut deadpool_postgres::Client,
         limit: i64,
         redispatch_after: Duration,
-    ) -> Result<DispatchBatch<'a>, StoreError> {
-        let transaction = client.transaction().await?;
-        // The commit does not wait for its WAL flush. Marking a task dispatched only keeps it
-        // from being published again before `redispatch_after`; if a crash loses the mark,
-        // the task is published twice, which the worker's conditional claim makes harmless
-        // (and a claim's own flush makes every earlier mark durable anyway).
-        transaction
-            .batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
-        let statement = transaction
+    ) -> Result<Vec<DueTask>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
             .prepare_cached(
                 "WITH due AS ( \
                    SELECT t.id FROM tasks t JOIN functions f ON f.name = t.function_name AND f.enabled \
                    WHERE t.status = 'new' AND t.start_timestamp <= now() \
                      AND (t.dispatched_at IS NULL OR t.dispatched_at <= now() - $2 * interval '1 second') \
                    ORDER BY t.priority DESC, t.start_timestamp ASC \
-                   LIMIT $1 FOR UPDATE OF t SKIP LOCKED) \
-                 UPDATE tasks SET dispatched_at = now() FROM due WHERE tasks.id = due.id \
+                   LIMIT $1 FOR UPDATE OF t SKIP LOCKED), \
+                 commit_mode AS (SELECT set_config('synchronous_commit', 'off', true)) \
+                 UPDATE tasks SET dispatched_at = now() FROM due, commit_mode WHERE tasks.id = due.id \
                  RETURNING tasks.id, tasks.function_name, tasks.priority, tasks.start_timestamp",
             )
             .await?;
-        let rows = transaction
+        let rows = client
             .query(&statement, &[&limit, &redispatch_after.as_secs_f64()])
             .await?;
         let mut tasks = rows
@@ -95,7 +78,7 @@ impl DispatchQueries {
                 .cmp(&a.priority)
                 .then(a.start_timestamp.cmp(&b.start_timestamp))
         });
-        Ok(DispatchBatch { tasks, transaction })
+        Ok(tasks)
     }
 
     /// Fails due tasks whose function was deleted, with an `invocation` error and a
@@ -149,14 +132,14 @@ impl DispatchQueries {
             .map_or(Ok(None), |row| super::time_until(&row))
     }
 
-    /// Marks a task stored as dispatched as not dispatched after all (its creator could not
-    /// publish it), so the next pass publishes it instead of the redispatch timeout.
-    pub async fn undispatch(&self, task_id: &str) -> Result<(), StoreError> {
+    /// Marks tasks stored as dispatched as not dispatched after all (their messages could
+    /// not be published), so the next pass publishes them instead of the redispatch timeout.
+    pub async fn undispatch(&self, task_ids: &[&str]) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
             .execute(
-                "UPDATE tasks SET dispatched_at = NULL WHERE id = $1 AND status = 'new'",
-                &[&task_id],
+                "UPDATE tasks SET dispatched_at = NULL WHERE id = ANY($1) AND status = 'new'",
+                &[&task_ids],
             )
             .await?;
         Ok(())

@@ -17,6 +17,7 @@ use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 
 use super::StoreError;
+use super::log_lines::LogColumns;
 use super::outbox;
 use super::task_logs::{LogLine, TASK_LOGS};
 use super::tasks::task_from_row;
@@ -134,33 +135,39 @@ impl Lifecycle {
     }
 
     /// `inProgress → complete` for each attempt with its function's result, and their log
-    /// lines, in one transaction. Says for each whether it was stored: false when the attempt
-    /// is stale (its log lines are kept all the same).
+    /// lines, in one statement (so one round trip and one commit). Says for each whether it
+    /// was stored: false when the attempt is stale (its log lines are kept all the same).
     pub async fn complete(&self, completions: &[Completion]) -> Result<Vec<bool>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let transaction = client.transaction().await?;
-        let logs: Vec<(&str, &[LogLine])> = completions
-            .iter()
-            .map(|c| (c.task_id.as_str(), c.logs.as_slice()))
-            .collect();
-        TASK_LOGS.append_all(&transaction, &logs).await?;
-        let statement = transaction
-            .prepare_cached(
-                "UPDATE tasks SET status = 'complete', result = c.result, lease_expires_at = NULL, \
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH logs AS ({}) \
+                 UPDATE tasks SET status = 'complete', result = c.result, lease_expires_at = NULL, \
                    status_changed_timestamp = $4, update_timestamp = $4 \
                  FROM UNNEST($1::text[], $2::int[], $3::jsonb[]) AS c(id, attempt, result) \
                  WHERE tasks.id = c.id AND tasks.attempt = c.attempt AND (tasks.status = 'inProgress') IS TRUE \
                  RETURNING tasks.id",
-            )
+                TASK_LOGS.insert_sql(5)
+            ))
             .await?;
+        let entries: Vec<(&str, &[LogLine])> = completions
+            .iter()
+            .map(|c| (c.task_id.as_str(), c.logs.as_slice()))
+            .collect();
+        let logs = LogColumns::of(&entries);
         let ids: Vec<&str> = completions.iter().map(|c| c.task_id.as_str()).collect();
         let attempts: Vec<i32> = completions.iter().map(|c| c.attempt).collect();
         let results: Vec<&Value> = completions.iter().map(|c| &c.result).collect();
         let now = crate::time::now();
-        let rows = transaction
-            .query(&statement, &[&ids, &attempts, &results, &now])
+        let [owners, timestamps, messages] = logs.params();
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &ids, &attempts, &results, &now, owners, timestamps, messages,
+                ],
+            )
             .await?;
-        transaction.commit().await?;
         let stored = rows
             .iter()
             .map(|row| row.try_get::<_, String>(0))

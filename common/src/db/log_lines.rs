@@ -32,31 +32,26 @@ impl LogTable {
         client: &impl GenericClient,
         entries: &[(&str, &[LogLine])],
     ) -> Result<(), StoreError> {
-        let count = entries.iter().map(|(_, lines)| lines.len()).sum();
-        if count == 0 {
+        let lines = LogColumns::of(entries);
+        if lines.messages.is_empty() {
             return Ok(());
         }
-        let mut owners = Vec::with_capacity(count);
-        let mut timestamps: Vec<DateTime<Utc>> = Vec::with_capacity(count);
-        let mut messages = Vec::with_capacity(count);
-        for (owner, lines) in entries {
-            for line in *lines {
-                owners.push(*owner);
-                timestamps.push(line.timestamp);
-                messages.push(line.message.as_str());
-            }
-        }
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO {} ({}, timestamp, message) \
-                 SELECT o, t, m FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS l(o, t, m)",
-                self.table, self.owner
-            ))
-            .await?;
-        client
-            .execute(&statement, &[&owners, &timestamps, &messages])
-            .await?;
+        let statement = client.prepare_cached(&self.insert_sql(1)).await?;
+        client.execute(&statement, &lines.params()).await?;
         Ok(())
+    }
+
+    /// The `INSERT` of the lines of [`LogColumns::params`], given as parameters `$first` to
+    /// `$first + 2`; it can also run as a `WITH` clause of another statement.
+    pub fn insert_sql(&self, first: usize) -> String {
+        format!(
+            "INSERT INTO {} ({}, timestamp, message) \
+             SELECT o, t, m FROM UNNEST(${first}::text[], ${}::timestamptz[], ${}::text[]) AS l(o, t, m)",
+            self.table,
+            self.owner,
+            first + 1,
+            first + 2
+        )
     }
 
     pub async fn page(
@@ -83,5 +78,35 @@ impl LogTable {
             },
         )
         .await
+    }
+}
+
+/// Log lines of several owners as the three arrays [`LogTable::insert_sql`] takes.
+pub(crate) struct LogColumns<'a> {
+    owners: Vec<&'a str>,
+    timestamps: Vec<DateTime<Utc>>,
+    messages: Vec<&'a str>,
+}
+
+impl<'a> LogColumns<'a> {
+    pub fn of(entries: &[(&'a str, &'a [LogLine])]) -> Self {
+        let count = entries.iter().map(|(_, lines)| lines.len()).sum();
+        let mut columns = LogColumns {
+            owners: Vec::with_capacity(count),
+            timestamps: Vec::with_capacity(count),
+            messages: Vec::with_capacity(count),
+        };
+        for (owner, lines) in entries {
+            for line in *lines {
+                columns.owners.push(owner);
+                columns.timestamps.push(line.timestamp);
+                columns.messages.push(line.message.as_str());
+            }
+        }
+        columns
+    }
+
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.owners, &self.timestamps, &self.messages]
     }
 }
