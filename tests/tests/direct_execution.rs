@@ -59,6 +59,9 @@ async fn direct_execution_returns_the_result_and_each_error() {
         ))
         .await;
     assert_eq!(listed["data"][0]["status"], "complete");
+    // The answer is the task as stored (the worker sends it rather than the API reading it
+    // back).
+    assert_eq!(listed["data"][0], task);
 
     // An empty body is accepted.
     let response = app

@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use chrono::{DateTime, Utc};
 use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, Completion, FailOutcome, Fence};
 use common::db::task_logs::LogLine;
 use common::db::{ApiRequests, Functions, Lifecycle, StoreError};
-use common::domain::{FunctionDefinition, Runtime, TaskError};
+use common::domain::{FunctionDefinition, Runtime, Task, TaskError, TaskStatus};
 use common::metrics::Metrics;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
@@ -134,7 +135,28 @@ impl Executor {
             .observe(lag.max(0) as f64 / 1e6);
         let (outcome, logs) = self.invoke(&claimed).await;
         drop(slot);
-        self.store_outcome(&task_id, attempt, &function_name, outcome, logs)
+        let finished_at = common::time::now();
+        // A waiting caller gets the completed task with the answer, as it is stored, instead
+        // of reading it back.
+        let completed = match (&outcome, &reply) {
+            (Ok(result), Some(_)) => Some(Task {
+                status: TaskStatus::Complete,
+                result: Some(result.clone()),
+                status_changed_timestamp: finished_at,
+                update_timestamp: finished_at,
+                ..claimed.task
+            }),
+            _ => None,
+        };
+        let stored_complete = self
+            .store_outcome(
+                &task_id,
+                attempt,
+                &function_name,
+                outcome,
+                logs,
+                finished_at,
+            )
             .await;
         self.running.remove(&task_id, attempt);
         self.metrics.tasks_running.dec();
@@ -143,14 +165,12 @@ impl Executor {
             .with_label_values(&labels)
             .observe(started.elapsed().as_secs_f64());
         if let Some(reply) = reply {
-            // The caller reads the stored outcome itself.
-            reply
-                .send(
-                    serde_json::json!({ "taskId": task_id })
-                        .to_string()
-                        .as_bytes(),
-                )
-                .await;
+            let answer = match completed.filter(|_| stored_complete) {
+                Some(task) => serde_json::json!({ "taskId": task_id, "task": task }),
+                // The caller reads the stored outcome itself.
+                None => serde_json::json!({ "taskId": task_id }),
+            };
+            reply.send(answer.to_string().as_bytes()).await;
         }
     }
 
@@ -160,6 +180,7 @@ impl Executor {
     /// retry policy would run the work a second time). The attempt stays in `running`
     /// meanwhile, so its lease keeps being renewed; the attempt fence makes a repeated write
     /// harmless.
+    /// Says whether the task is now stored as complete.
     async fn store_outcome(
         &self,
         task_id: &str,
@@ -167,7 +188,8 @@ impl Executor {
         function_name: &str,
         outcome: Result<Value, TaskError>,
         logs: Vec<LogLine>,
-    ) {
+        finished_at: DateTime<Utc>,
+    ) -> bool {
         let stored = match outcome {
             Ok(result) => {
                 let completion = Completion {
@@ -175,8 +197,9 @@ impl Executor {
                     attempt,
                     result,
                     logs,
+                    finished_at,
                 };
-                self.completions.store(completion).await.map(|stored| {
+                self.completions.store(completion).await.inspect(|&stored| {
                     if stored {
                         self.finished(function_name, "complete");
                         tracing::info!(task_id = %task_id, function = %function_name, "task complete");
@@ -185,17 +208,17 @@ impl Executor {
                     }
                 })
             }
-            Err(error) => {
-                patiently("store the outcome of a task", || {
-                    self.store_failure(task_id, attempt, function_name, &error, &logs)
-                })
-                .await
-            }
+            Err(error) => patiently("store the outcome of a task", || {
+                self.store_failure(task_id, attempt, function_name, &error, &logs)
+            })
+            .await
+            .map(|()| false),
         };
-        if let Err(error) = stored {
+        stored.unwrap_or_else(|error| {
             // The lease will expire and the sweeper will settle the task.
             tracing::error!(task_id = %task_id, %error, "could not store the outcome of a task");
-        }
+            false
+        })
     }
 
     async fn store_failure(

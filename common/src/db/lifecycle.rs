@@ -13,6 +13,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 
@@ -47,6 +49,8 @@ pub struct Completion {
     pub attempt: i32,
     pub result: Value,
     pub logs: Vec<LogLine>,
+    /// When the attempt ended: the task's new status and update timestamps.
+    pub finished_at: DateTime<Utc>,
 }
 
 /// Which attempt a write is for.
@@ -143,8 +147,9 @@ impl Lifecycle {
             .prepare_cached(&format!(
                 "WITH logs AS ({}) \
                  UPDATE tasks SET status = 'complete', result = c.result, lease_expires_at = NULL, \
-                   status_changed_timestamp = $4, update_timestamp = $4 \
-                 FROM UNNEST($1::text[], $2::int[], $3::jsonb[]) AS c(id, attempt, result) \
+                   status_changed_timestamp = c.finished_at, update_timestamp = c.finished_at \
+                 FROM UNNEST($1::text[], $2::int[], $3::jsonb[], $4::timestamptz[]) \
+                   AS c(id, attempt, result, finished_at) \
                  WHERE tasks.id = c.id AND tasks.attempt = c.attempt AND (tasks.status = 'inProgress') IS TRUE \
                  RETURNING tasks.id",
                 TASK_LOGS.insert_sql(5)
@@ -158,13 +163,13 @@ impl Lifecycle {
         let ids: Vec<&str> = completions.iter().map(|c| c.task_id.as_str()).collect();
         let attempts: Vec<i32> = completions.iter().map(|c| c.attempt).collect();
         let results: Vec<&Value> = completions.iter().map(|c| &c.result).collect();
-        let now = crate::time::now();
+        let finished: Vec<DateTime<Utc>> = completions.iter().map(|c| c.finished_at).collect();
         let [owners, timestamps, messages] = logs.params();
         let rows = client
             .query(
                 &statement,
                 &[
-                    &ids, &attempts, &results, &now, owners, timestamps, messages,
+                    &ids, &attempts, &results, &finished, owners, timestamps, messages,
                 ],
             )
             .await?;

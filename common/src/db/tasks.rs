@@ -271,10 +271,11 @@ async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created
         .iter()
         .map(|task| Value::from(task.retry_for_task_ids.clone()))
         .collect();
-    // A direct execution is seen by nobody but its caller, who is answered only once the
-    // worker stored the outcome; and the worker's claim, a durable commit, makes the WAL
-    // before it (this insert) durable before the function runs. So a batch of direct
-    // executions alone need not wait for its own flush to disk.
+    // A direct execution's caller is answered only once the worker stored the outcome, and
+    // the worker's claim, a durable commit, flushes the WAL before it (this insert) to disk
+    // before the function runs. So a batch of direct executions alone need not wait for its
+    // own flush: a crash of the database host in the moment between could only lose a task
+    // that never ran and whose caller gets an error.
     let flushed_by_claim = tasks.iter().all(|t| t.source == TaskSource::Direct);
     let rows = client
         .query(

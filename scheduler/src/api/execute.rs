@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::auth::{FunctionCall, Identity};
@@ -37,7 +38,7 @@ pub async fn execute(
     Extension(identity): Extension<Identity>,
     Path(name): Path<String>,
     OptionalJsonObject(mut body): OptionalJsonObject,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<Response, ApiError> {
     let data = body
         .remove("data")
         .unwrap_or(Value::Object(Default::default()));
@@ -86,15 +87,21 @@ pub async fn execute(
     // No dispatcher wake-up: the requester publishes the task itself, and it is stored as
     // dispatched, so the dispatcher would find nothing to do.
     let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
-    if let Err(error) = state.requester.run(&task.id.to_string(), wait).await {
-        // Never let an execution the caller was told failed run later.
-        if let Err(cancel_error) = state.tasks.cancel_if_new(&task.id).await {
-            tracing::warn!(task_id = %task.id, error = %cancel_error, "could not cancel an unanswered execution");
+    let answer = match state.requester.run(&task.id.to_string(), wait).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            // Never let an execution the caller was told failed run later.
+            if let Err(cancel_error) = state.tasks.cancel_if_new(&task.id).await {
+                tracing::warn!(task_id = %task.id, error = %cancel_error, "could not cancel an unanswered execution");
+            }
+            return Err(ApiError::LambdaInvocation {
+                message: format!("The function could not be executed: {error}"),
+                task_id: Some(task.id.to_string()),
+            });
         }
-        return Err(ApiError::LambdaInvocation {
-            message: format!("The function could not be executed: {error}"),
-            task_id: Some(task.id.to_string()),
-        });
+    };
+    if let Some(completed) = completed_task(&answer) {
+        return Ok(Json(completed).into_response());
     }
     let task = state
         .tasks
@@ -102,7 +109,7 @@ pub async fn execute(
         .await?
         .ok_or_else(|| ApiError::unknown(format_args!("task {}", task.id)))?;
     match (task.status, &task.error) {
-        (TaskStatus::Complete, _) => Ok(Json(task)),
+        (TaskStatus::Complete, _) => Ok(Json(task).into_response()),
         (TaskStatus::Failed, Some(error)) if error.kind == TaskErrorType::Runtime => {
             Err(ApiError::LambdaRuntime {
                 task_id: Some(task.id.to_string()),
@@ -120,4 +127,15 @@ pub async fn execute(
             task_id: Some(task.id.to_string()),
         }),
     }
+}
+
+/// The task a worker completed, as it stored it, when it sent it with its answer (a failed
+/// task's error is read from the store).
+fn completed_task(answer: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        task: Option<Value>,
+    }
+    let task = serde_json::from_slice::<Answer>(answer).ok()?.task?;
+    (task["status"] == TaskStatus::Complete.as_str()).then_some(task)
 }
