@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 
