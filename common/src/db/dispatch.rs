@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde_json::json;
 
-use super::StoreError;
+use super::{SKIP_FLUSH, StoreError};
 
 /// A due task selected for publishing.
 #[derive(Debug, Clone)]
@@ -46,17 +46,17 @@ impl DispatchQueries {
     ) -> Result<Vec<DueTask>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "WITH due AS ( \
                    SELECT t.id FROM tasks t JOIN functions f ON f.name = t.function_name AND f.enabled \
                    WHERE t.status = 'new' AND t.start_timestamp <= now() \
                      AND (t.dispatched_at IS NULL OR t.dispatched_at <= now() - $2 * interval '1 second') \
                    ORDER BY t.priority DESC, t.start_timestamp ASC \
                    LIMIT $1 FOR UPDATE OF t SKIP LOCKED), \
-                 commit_mode AS (SELECT set_config('synchronous_commit', 'off', true)) \
+                 commit_mode AS (SELECT {SKIP_FLUSH}) \
                  UPDATE tasks SET dispatched_at = now() FROM due, commit_mode WHERE tasks.id = due.id \
-                 RETURNING tasks.id, tasks.function_name, tasks.priority, tasks.start_timestamp",
-            )
+                 RETURNING tasks.id, tasks.function_name, tasks.priority, tasks.start_timestamp"
+            ))
             .await?;
         let rows = client
             .query(&statement, &[&limit, &redispatch_after.as_secs_f64()])

@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
 
-use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
+use super::{SKIP_FLUSH, StoreError};
 use crate::domain::{Task, TaskError, TaskSource, TaskStatus};
 use crate::id::ObjectId;
 use crate::rql::{Field, FieldKind, Schema};
@@ -252,8 +252,7 @@ async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created
                AS n(id, function_name, data, tags, start_timestamp, priority, application_id, \
                  user_id, retry_for, source, published_by_creator) \
              JOIN functions f ON f.name = n.function_name \
-             CROSS JOIN (SELECT CASE WHEN $13 THEN set_config('synchronous_commit', 'off', true) END) \
-               AS commit_mode \
+             CROSS JOIN (SELECT CASE WHEN $13 THEN {SKIP_FLUSH} END) AS commit_mode \
              RETURNING {COLUMNS}, dispatched_at IS NOT NULL AS dispatched"
         ))
         .await?;
