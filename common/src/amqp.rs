@@ -51,9 +51,11 @@ pub fn delivered(
 pub const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The body of a message on the `tasks` queue: just enough to claim the task in Postgres,
-/// which holds everything else.
+/// which holds everything else. Like [`ApiInvocation`], it ignores fields it does not know,
+/// so a newer scheduler can add one without older workers dead-lettering its messages in
+/// the middle of a rolling upgrade.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskMessage {
     pub task_id: String,
 }
@@ -64,7 +66,7 @@ pub const MAX_API_MESSAGE_BYTES: usize = 9 * 1024 * 1024;
 /// An API-function call to run now: the Lambda event (API Gateway v2.0 request) travels in
 /// the message, and the outcome goes back to the caller's reply queue; no task is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ApiInvocation {
     pub api_request_id: String,
     pub function_name: String,
@@ -372,5 +374,33 @@ impl Publisher {
     /// Whether the broker connection is up (for readiness).
     pub async fn is_connected(&self) -> bool {
         self.channel().await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_messages_with_fields_added_by_a_newer_version_are_still_understood() {
+        let task: WorkMessage =
+            serde_json::from_str(r#"{"taskId": "t1", "functionVersion": 3}"#).unwrap();
+        assert_eq!(
+            task,
+            WorkMessage::Task(TaskMessage {
+                task_id: "t1".into()
+            })
+        );
+        let call: WorkMessage = serde_json::from_str(
+            r#"{"apiRequestId": "r1", "functionName": "f", "event": {}, "functionVersion": 3}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(call, WorkMessage::Api(ApiInvocation { ref api_request_id, .. }) if api_request_id == "r1")
+        );
+        // What either kind requires is still required.
+        assert!(
+            serde_json::from_str::<WorkMessage>(r#"{"functionName": "f", "event": {}}"#).is_err()
+        );
     }
 }
