@@ -12,11 +12,14 @@
 //! loadgen burst   [--count 500]                that many tasks due at the same instant
 //! loadgen memory  [--count 2000]               RSS of scheduler, workers and runtime
 //!                                              processes, idle and under load
+//! loadgen summary <results.txt>…               median and range of each figure over runs
 //! ```
 //! Options: `--api http://127.0.0.1:8080` `--database postgres://postgres@127.0.0.1:5432/tasks`
 //! `--amqp amqp://guest:guest@127.0.0.1:5672/%2f` (events).
 //! Credentials: the bearer token in `TASKS_TOKEN`, or one minted with the scheduler's secret
 //! from `TASKS__AUTH__JWT_SECRET` (as `scheduler token` does).
+
+mod summary;
 
 use std::time::{Duration, Instant};
 
@@ -183,6 +186,10 @@ fn bearer_token() -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    if arguments.first().map(String::as_str) == Some("summary") {
+        return summary::print(&arguments[1..]);
+    }
     let options = options()?;
     let (db, connection) = tokio_postgres::connect(&options.database, tokio_postgres::NoTls)
         .await
