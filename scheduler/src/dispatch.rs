@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::amqp::{Publisher, TASKS_QUEUE, TaskMessage};
+use common::amqp::{AmqpError, Publisher, TASKS_QUEUE, TaskMessage};
 use common::db::DispatchQueries;
 use tokio::sync::{Notify, watch};
 
@@ -74,24 +74,15 @@ impl FastLane {
     }
 
     /// Publishes a task stored as dispatched, in the background. If the broker does not take
-    /// it, the task is marked undispatched again and the dispatcher woken, so it goes out with
-    /// the next pass rather than after the redispatch timeout.
+    /// it, the dispatcher is woken as well, so the task goes out with the next pass.
     pub fn publish(self: &Arc<Self>, task_id: String) {
         let lane = self.clone();
         tokio::spawn(async move {
-            match lane
-                .publisher
-                .publish_all("", [due_message(&task_id)])
-                .await
-            {
-                Ok(()) => lane.metrics.tasks_dispatched.inc(),
-                Err(error) => {
-                    tracing::warn!(task_id = %task_id, %error, "could not publish a new task; the dispatcher will");
-                    if let Err(error) = lane.queries.undispatch(&[task_id.as_str()]).await {
-                        tracing::warn!(task_id = %task_id, %error, "could not hand a new task to the dispatcher; it is republished after the redispatch timeout");
-                    }
-                    lane.wakeup.notify_one();
-                }
+            let published =
+                publish_marked(&lane.publisher, &lane.queries, &lane.metrics, &[&task_id]).await;
+            if let Err(error) = published {
+                tracing::warn!(task_id = %task_id, %error, "could not publish a new task; the dispatcher will");
+                lane.wakeup.notify_one();
             }
         });
     }
@@ -192,18 +183,10 @@ impl Dispatcher {
                 break;
             }
             let count = tasks.len() as i64;
-            let messages: Vec<_> = tasks.iter().map(|task| due_message(&task.id)).collect();
-            // The tasks are marked dispatched before they are published, so a worker's claim
-            // never waits for this pass. Those the broker does not take are handed back; a
-            // crash in between leaves them to the redispatch timeout.
-            if let Err(error) = self.publisher.publish_all("", messages).await {
-                let ids: Vec<&str> = tasks.iter().map(|task| task.id.as_str()).collect();
-                if let Err(undispatch) = self.queries.undispatch(&ids).await {
-                    tracing::warn!(tasks = ids.len(), error = %undispatch, "could not hand unpublished tasks back; they are republished after the redispatch timeout");
-                }
-                return Err(error.into());
-            }
-            self.metrics.tasks_dispatched.inc_by(count as u64);
+            // Marked dispatched before they are published, so a worker's claim never waits
+            // for this pass.
+            let ids: Vec<&str> = tasks.iter().map(|task| task.id.as_str()).collect();
+            publish_marked(&self.publisher, &self.queries, &self.metrics, &ids).await?;
             tracing::debug!(tasks = count, "dispatched");
             waiting += count;
             if count < limit {
@@ -229,6 +212,27 @@ impl Dispatcher {
                 .await?,
         })
     }
+}
+
+/// Publishes tasks already marked dispatched (by a pass or by the API's fast lane) and counts
+/// them. Those the broker does not take are marked undispatched again, so the next pass
+/// publishes them rather than the redispatch timeout; a crash in between leaves them to that
+/// timeout.
+async fn publish_marked(
+    publisher: &Publisher,
+    queries: &DispatchQueries,
+    metrics: &Metrics,
+    task_ids: &[&str],
+) -> Result<(), AmqpError> {
+    let messages: Vec<_> = task_ids.iter().map(|id| due_message(id)).collect();
+    if let Err(error) = publisher.publish_all("", messages).await {
+        if let Err(undispatch) = queries.undispatch(task_ids).await {
+            tracing::warn!(tasks = task_ids.len(), error = %undispatch, "could not hand unpublished tasks back; they are republished after the redispatch timeout");
+        }
+        return Err(error);
+    }
+    metrics.tasks_dispatched.inc_by(task_ids.len() as u64);
+    Ok(())
 }
 
 /// The message telling workers that a task is due, for the default exchange.

@@ -180,6 +180,7 @@ impl Executor {
     /// retry policy would run the work a second time). The attempt stays in `running`
     /// meanwhile, so its lease keeps being renewed; the attempt fence makes a repeated write
     /// harmless.
+    ///
     /// Says whether the task is now stored as complete.
     async fn store_outcome(
         &self,
