@@ -66,6 +66,10 @@ class RuntimeApiClient:
         self.port = int(port)
         self.sock = None
         self.buf = bytearray()
+        # Received into one reusable buffer: a fresh 256 KiB bytes object per recv() is
+        # mapped and unmapped by the allocator every time.
+        self.chunk = bytearray(262144)
+        self.chunk_view = memoryview(self.chunk)
         # A signal arriving just before a blocking recv() would not interrupt it
         # and its Python handler would never run. So wait with poll() on the
         # socket *and* the signal wakeup fd (see signal.set_wakeup_fd).
@@ -116,10 +120,10 @@ class RuntimeApiClient:
                         sock_ready = True
                 if sock_ready:
                     break
-        data = self.sock.recv(262144)
-        if not data:
+        n = self.sock.recv_into(self.chunk)
+        if not n:
             raise ApiConnectionError("Runtime API closed the connection")
-        self.buf += data
+        self.buf += self.chunk_view[:n]
 
     def _read_exact(self, n):
         while len(self.buf) < n:
