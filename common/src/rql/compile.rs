@@ -236,7 +236,7 @@ impl Compiler {
                 let v = self.bind(coerce::param(target.kind, field, value)?)?;
                 // "Some element is greater than v" reads `v < ANY(column)`: flip the operator.
                 Ok(match op {
-                    CompareOp::Eq => format!("{v} = ANY({column})"),
+                    CompareOp::Eq => has_any(column, &format!("ARRAY[{v}]")),
                     CompareOp::Ne => format!("NOT COALESCE({v} = ANY({column}), FALSE)"),
                     CompareOp::Gt => format!("{v} < ANY({column})"),
                     CompareOp::Ge => format!("{v} <= ANY({column})"),
@@ -306,7 +306,7 @@ impl Compiler {
                 FieldKind::TextArray => {
                     let texts = listed.iter().map(|v| coerce::text(v)).collect();
                     let list = self.bind(SqlParam::TextArray(texts))?;
-                    format!("{column} && {list}")
+                    has_any(column, &list)
                 }
                 FieldKind::Json => {
                     let json = listed
@@ -452,6 +452,14 @@ fn like_pattern(pattern: &str) -> String {
         out.push('%');
     }
     out
+}
+
+/// Whether the array `column` shares an element with the array `elements`, written so that a
+/// GIN index on the column can answer it: `&&` rather than `= ANY`, and the array indexes
+/// leave out empty arrays (most tasks have no tags), so the planner must be told, in the
+/// index's own words, that an empty array cannot match.
+fn has_any(column: &str, elements: &str) -> String {
+    format!("({column} <> '{{}}' AND {column} && {elements})")
 }
 
 #[cfg(test)]
@@ -609,7 +617,10 @@ mod tests {
         let tags = |v: &[&str]| SqlParam::TextArray(v.iter().map(|s| (*s).to_owned()).collect());
         assert_eq!(
             sql("eq(tags,b)"),
-            ("$1::text = ANY(tags)".to_owned(), vec![text("b")])
+            (
+                "(tags <> '{}' AND tags && ARRAY[$1::text])".to_owned(),
+                vec![text("b")]
+            )
         );
         assert_eq!(
             sql("ne(tags,b)").0,
@@ -618,11 +629,14 @@ mod tests {
         assert_eq!(sql("gt(tags,b)").0, "$1::text < ANY(tags)");
         assert_eq!(
             sql("in(tags,a,c)"),
-            ("tags && $1::text[]".to_owned(), vec![tags(&["a", "c"])])
+            (
+                "(tags <> '{}' AND tags && $1::text[])".to_owned(),
+                vec![tags(&["a", "c"])]
+            )
         );
         assert_eq!(
             sql("out(tags,b)").0,
-            "NOT COALESCE(tags && $1::text[], FALSE)"
+            "NOT COALESCE((tags <> '{}' AND tags && $1::text[]), FALSE)"
         );
         assert_eq!(
             sql("like(tags,x*)"),
