@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod events;
+pub mod function_cache;
 pub mod gauges;
 pub mod listener;
 pub mod recurring;

@@ -1,6 +1,7 @@
 //! Postgres LISTEN: wakes the dispatcher and the event relay as soon as there is work,
-//! instead of making them poll. Reconnects by itself; while it is down the loops fall back on
-//! their timers.
+//! instead of making them poll, and tells the function cache when a function changed.
+//! Reconnects by itself; while it is down the loops fall back on their timers and the cache
+//! keeps nothing.
 
 use std::sync::Arc;
 
@@ -9,6 +10,8 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use crate::function_cache::{FUNCTIONS_CHANNEL, FunctionCache};
+
 /// Notified when a task due later is inserted (a retry, say), a task is handed back by a
 /// draining worker, or a function is enabled. Tasks this scheduler creates wake its
 /// dispatcher in-process instead, and claims are polled for: see `dispatch`.
@@ -16,10 +19,11 @@ pub const TASKS_CHANNEL: &str = "tasks_changed";
 /// Notified when events are written to the outbox.
 pub const OUTBOX_CHANNEL: &str = "outbox";
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Wakeups {
     pub tasks: Arc<Notify>,
     pub outbox: Arc<Notify>,
+    pub functions: FunctionCache,
 }
 
 /// Listens until the process ends.
@@ -30,6 +34,7 @@ pub async fn run(database_url: String, wakeups: Wakeups) {
             Ok(()) => reconnect.failed(&"the connection closed"),
             Err(error) => reconnect.failed(&error),
         };
+        wakeups.functions.set_listening(false);
         // Whatever was missed while disconnected is picked up by one pass of each loop.
         wakeups.tasks.notify_one();
         wakeups.outbox.notify_one();
@@ -52,6 +57,7 @@ async fn listen(
                 match notification.channel() {
                     TASKS_CHANNEL => targets.tasks.notify_one(),
                     OUTBOX_CHANNEL => targets.outbox.notify_one(),
+                    FUNCTIONS_CHANNEL => targets.functions.forget_all(),
                     _ => {}
                 }
             }
@@ -59,8 +65,11 @@ async fn listen(
         Ok(())
     });
     client
-        .batch_execute(&format!("LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL};"))
+        .batch_execute(&format!(
+            "LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL}; LISTEN {FUNCTIONS_CHANNEL};"
+        ))
         .await?;
+    wakeups.functions.set_listening(true);
     reconnect.connected();
     let outcome = pump.await.unwrap_or(Ok(()));
     drop(client);

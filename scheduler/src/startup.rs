@@ -14,7 +14,7 @@ use tower::Layer;
 use std::sync::Arc;
 
 use common::amqp::Publisher;
-use common::db::{DispatchQueries, Lifecycle, Outbox};
+use common::db::{DispatchQueries, Functions, Lifecycle, Outbox};
 use common::secrets::SecretBox;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -24,6 +24,7 @@ use crate::auth::{AuthMode, Authenticator};
 use crate::config::SchedulerConfig;
 use crate::dispatch::{Dispatcher, FastLane};
 use crate::events::EventConsumer;
+use crate::function_cache::FunctionCache;
 use crate::listener::{self, Wakeups};
 use crate::requester::Requester;
 use crate::timer::PreciseTimer;
@@ -59,7 +60,11 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
-        let wakeups = Wakeups::default();
+        let wakeups = Wakeups {
+            tasks: Arc::default(),
+            outbox: Arc::default(),
+            functions: FunctionCache::new(Functions::new(pool.clone(), secrets)),
+        };
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
         let dispatch_queries = DispatchQueries::new(common::db::queue_pool(&config.database)?);
@@ -76,7 +81,7 @@ impl Application {
                 Arc::new(Requester::new(config.amqp.url.clone())),
                 metrics,
                 auth,
-                secrets,
+                wakeups.functions.clone(),
                 wakeups.tasks.clone(),
                 fast_lane,
             ),

@@ -139,3 +139,70 @@ async fn direct_execution_returns_the_result_and_each_error() {
     worker.stop().await;
     app.stop().await;
 }
+
+/// Direct executions and API calls keep function definitions in memory; a change made
+/// elsewhere (another replica, an operator in the database) must still reach them.
+#[tokio::test]
+async fn a_function_changed_elsewhere_is_seen_by_the_next_execution() {
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(1).await;
+    app.create_noop_function("noop").await;
+    // Twice, so that the second execution reads the definition the first one kept.
+    for _ in 0..2 {
+        let (status, task) = app
+            .post("/tasks/v1/functions/noop/execute", &json!({}))
+            .await;
+        assert_eq!(status, 200, "{task}");
+    }
+
+    let database = app.database.connect().await;
+    database
+        .execute(
+            "UPDATE functions SET enabled = false WHERE name = 'noop'",
+            &[],
+        )
+        .await
+        .unwrap();
+    // The change is announced to the scheduler, not read by it: allow the announcement time to
+    // arrive, far less than the longest a kept definition is trusted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let refused = loop {
+        let (status, answer) = app
+            .post("/tasks/v1/functions/noop/execute", &json!({}))
+            .await;
+        if status == 400 || std::time::Instant::now() > deadline {
+            break (status, answer);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (refused.0, refused.1["code"].as_u64()),
+        (400, Some(1405)),
+        "{}",
+        refused.1
+    );
+    assert!(
+        refused.1["message"].as_str().unwrap().contains("disabled"),
+        "{}",
+        refused.1
+    );
+
+    // Deleted elsewhere: unknown from then on.
+    database
+        .execute("DELETE FROM functions WHERE name = 'noop'", &[])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let status = loop {
+        let (status, _) = app
+            .post("/tasks/v1/functions/noop/execute", &json!({}))
+            .await;
+        if status == 404 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 404);
+    worker.stop().await;
+    app.stop().await;
+}

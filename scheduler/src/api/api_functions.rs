@@ -139,7 +139,7 @@ async fn call(
     }
     let body = body.map_err(|_| invocation(ApiError::BodyTooLarge(MAX_PAYLOAD_BYTES)))?;
     let function = state
-        .functions
+        .function_cache
         .get(function_name)
         .await
         .map_err(|e| invocation(e.into()))?;

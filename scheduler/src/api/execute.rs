@@ -43,7 +43,7 @@ pub async fn execute(
         .remove("data")
         .unwrap_or(Value::Object(Default::default()));
     check_data_size(&data)?;
-    let function = state.functions.get(&name).await?;
+    let function = state.function_cache.get(&name).await?;
     // An unknown function is refused like a known one, so names are not revealed to callers
     // who could not execute them anyway.
     let mode = function

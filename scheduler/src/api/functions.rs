@@ -192,6 +192,7 @@ pub async fn update(
     }
     let (function, code) = apply(existing, input)?;
     let affected = state.functions.update(&function, code.as_ref()).await?;
+    state.function_cache.forget_all();
     if affected == 0 {
         return Err(unknown_function(&name));
     }
@@ -207,7 +208,9 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<AffectedRecords>, ApiError> {
-    match state.functions.delete(&name).await? {
+    let deleted = state.functions.delete(&name).await?;
+    state.function_cache.forget_all();
+    match deleted {
         0 => Err(unknown_function(&name)),
         n => Ok(Json(AffectedRecords::new(n))),
     }
@@ -244,7 +247,9 @@ async fn set_enabled(
     name: &str,
     enabled: bool,
 ) -> Result<Json<AffectedRecords>, ApiError> {
-    match state.functions.set_enabled(name, enabled).await? {
+    let matched = state.functions.set_enabled(name, enabled).await?;
+    state.function_cache.forget_all();
+    match matched {
         0 => Err(unknown_function(name)),
         n => Ok(Json(AffectedRecords::new(n))),
     }

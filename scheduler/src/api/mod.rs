@@ -16,6 +16,7 @@ pub mod tasks;
 pub mod triggers;
 
 use crate::dispatch::FastLane;
+use crate::function_cache::FunctionCache;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, Uri, header};
@@ -32,7 +33,6 @@ use common::db::{ApiRequests, Functions, Schedules, TaskLogs, Tasks, Triggers};
 use crate::auth::Authenticator;
 use crate::requester::Requester;
 use common::metrics::Metrics;
-use common::secrets::SecretBox;
 use error::ApiError;
 
 /// Largest request body in general.
@@ -45,6 +45,8 @@ pub const FUNCTION_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub struct AppState {
     pub pool: Pool,
     pub functions: Functions,
+    /// Definitions read by direct executions and API calls; forget it after a function write.
+    pub function_cache: FunctionCache,
     pub tasks: Tasks,
     pub logs: TaskLogs,
     pub schedules: Schedules,
@@ -65,7 +67,7 @@ impl AppState {
         requester: Arc<Requester>,
         metrics: Arc<Metrics>,
         auth: Authenticator,
-        secrets: Arc<SecretBox>,
+        function_cache: FunctionCache,
         dispatch: Arc<tokio::sync::Notify>,
         fast_lane: Arc<FastLane>,
     ) -> Self {
@@ -75,7 +77,8 @@ impl AppState {
             metrics,
             auth: Arc::new(auth),
             requester,
-            functions: Functions::new(pool.clone(), secrets),
+            functions: function_cache.store().clone(),
+            function_cache,
             tasks: Tasks::new(pool.clone()),
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),
