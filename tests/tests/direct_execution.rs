@@ -163,28 +163,15 @@ async fn a_function_changed_elsewhere_is_seen_by_the_next_execution() {
         )
         .await
         .unwrap();
-    // The change is announced to the scheduler, not read by it: allow the announcement time to
-    // arrive, far less than the longest a kept definition is trusted.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let refused = loop {
-        let (status, answer) = app
-            .post("/tasks/v1/functions/noop/execute", &json!({}))
-            .await;
-        if status == 400 || std::time::Instant::now() > deadline {
-            break (status, answer);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let (status, refused) = execute_until(&app, "noop", 400).await;
     assert_eq!(
-        (refused.0, refused.1["code"].as_u64()),
+        (status, refused["code"].as_u64()),
         (400, Some(1405)),
-        "{}",
-        refused.1
+        "{refused}"
     );
     assert!(
-        refused.1["message"].as_str().unwrap().contains("disabled"),
-        "{}",
-        refused.1
+        refused["message"].as_str().unwrap().contains("disabled"),
+        "{refused}"
     );
 
     // Deleted elsewhere: unknown from then on.
@@ -192,17 +179,31 @@ async fn a_function_changed_elsewhere_is_seen_by_the_next_execution() {
         .execute("DELETE FROM functions WHERE name = 'noop'", &[])
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let status = loop {
-        let (status, _) = app
-            .post("/tasks/v1/functions/noop/execute", &json!({}))
-            .await;
-        if status == 404 || std::time::Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    assert_eq!(status, 404);
+    let (status, unknown) = execute_until(&app, "noop", 404).await;
+    assert_eq!(status, 404, "{unknown}");
     worker.stop().await;
     app.stop().await;
+}
+
+/// Executes `function` until the answer has `status`, for at most 3 s: a change is announced
+/// to the scheduler, not read by it, so allow the announcement time to arrive (far less than
+/// the longest a kept definition is trusted). Returns the last answer.
+async fn execute_until(
+    app: &TestScheduler,
+    function: &str,
+    status: u16,
+) -> (u16, serde_json::Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let answer = app
+            .post(
+                &format!("/tasks/v1/functions/{function}/execute"),
+                &json!({}),
+            )
+            .await;
+        if answer.0 == status || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
