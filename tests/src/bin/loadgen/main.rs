@@ -21,6 +21,7 @@
 
 mod summary;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -589,16 +590,19 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
     client.warm(&function, 16).await?;
     // Stored creation times are truncated to milliseconds.
     let since = common::time::now();
+    let cpu = cpu_by_role();
     create_concurrently(client, &function, options.count, clients).await?;
     client
         .wait_all_finished(&function, options.count as i64 + 16, timeout)
         .await?;
+    let cpu_after = cpu_by_role();
     let (seconds, mut latencies) = client.end_to_end(&function, since).await?;
     results.push(rate_row(
         &format!("throughput, API-created ({clients} clients)"),
         options.count,
         seconds,
     ));
+    results.extend(cpu_rows(&cpu, cpu_after, options.count));
     results.push(summary(
         "  create → complete under that load",
         &mut latencies,
@@ -623,6 +627,7 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
         .await?;
     // Stored creation times are truncated to milliseconds.
     let since = common::time::now();
+    let cpu = cpu_by_role();
     let mut confirms = Vec::with_capacity(options.count);
     for i in 0..options.count {
         let body =
@@ -645,6 +650,7 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
     client
         .wait_all_finished(&function, options.count as i64 + 16, timeout)
         .await?;
+    let cpu_after = cpu_by_role();
     let (_, mut latencies) = client.end_to_end(&function, since).await?;
     let seconds: f64 = client
         .db
@@ -660,6 +666,7 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
         options.count,
         seconds,
     ));
+    results.extend(cpu_rows(&cpu, cpu_after, options.count));
     results.push(summary(
         "  create → complete under that load",
         &mut latencies,
@@ -698,48 +705,133 @@ async fn burst(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>>
     )])
 }
 
+/// A process on this machine: its name, pid and parent's pid, and its `/proc/<pid>/status`.
+struct Process {
+    name: String,
+    pid: u32,
+    parent: u32,
+    status: String,
+}
+
+fn processes() -> Vec<Process> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            Some(Process {
+                name: field("Name:"),
+                parent: field("PPid:").parse().unwrap_or(0),
+                pid,
+                status,
+            })
+        })
+        .collect()
+}
+
+/// What a process is to the service: `scheduler`, `worker`, or `runtime (<name>)` for a
+/// worker's function process.
+fn service_role(process: &Process, workers: &[u32]) -> Option<String> {
+    match process.name.as_str() {
+        "scheduler" | "worker" => Some(process.name.clone()),
+        // A worker's short-lived helper children are threads' names, not runtimes.
+        name if workers.contains(&process.parent) && !name.starts_with("tokio") => {
+            Some(format!("runtime ({name})"))
+        }
+        _ => None,
+    }
+}
+
+fn worker_pids(processes: &[Process]) -> Vec<u32> {
+    processes
+        .iter()
+        .filter(|p| p.name == "worker")
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Resident memory (kB) of the service's processes on this machine, by role.
 fn resident_memory() -> Vec<(String, u32, u64)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    let mut workers = Vec::new();
-    let mut processes = Vec::new();
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
+    let processes = processes();
+    let workers = worker_pids(&processes);
+    processes
+        .iter()
+        .filter_map(|process| {
+            let role = service_role(process, &workers)?;
+            let rss = process
+                .status
                 .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+                .unwrap_or(0);
+            Some((role, process.pid, rss))
+        })
+        .collect()
+}
+
+/// CPU seconds used so far by everything a task passes through on this machine, by role:
+/// the service's processes, Postgres and RabbitMQ. Each process counts with its exited
+/// children, so the Postgres backends that came and went are in the postmaster's share.
+fn cpu_by_role() -> BTreeMap<String, f64> {
+    // /proc reports times in USER_HZ, 100 per second on Linux whatever the kernel's tick.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let processes = processes();
+    let workers = worker_pids(&processes);
+    let mut seconds = BTreeMap::new();
+    for process in &processes {
+        let role = match process.name.as_str() {
+            "postgres" => "postgres".to_owned(),
+            "beam.smp" => "rabbitmq".to_owned(),
+            _ => match service_role(process, &workers) {
+                Some(role) => role,
+                None => continue,
+            },
         };
-        let name = field("Name:");
-        let parent: u32 = field("PPid:").parse().unwrap_or(0);
-        let rss: u64 = field("VmRSS:").trim_end_matches(" kB").parse().unwrap_or(0);
-        if name == "worker" {
-            workers.push(pid);
-        }
-        processes.push((name, pid, parent, rss));
-    }
-    for (name, pid, parent, rss) in processes {
-        let role = match name.as_str() {
-            "scheduler" | "worker" => name.clone(),
-            // A worker's short-lived helper children are threads' names, not runtimes.
-            _ if workers.contains(&parent) && !name.starts_with("tokio") => {
-                format!("runtime ({name})")
-            }
-            _ => continue,
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", process.pid)) else {
+            continue;
         };
-        found.push((role, pid, rss));
+        // The fields after the command's closing parenthesis start with the state; user,
+        // system, children's user and children's system time are the 12th to 15th of them.
+        let Some((_, fields)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ticks: f64 = fields
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum();
+        *seconds.entry(role).or_default() += ticks / TICKS_PER_SECOND;
     }
-    found
+    seconds
+}
+
+/// One row per role: the CPU time it used between two readings, per task of `count`.
+fn cpu_rows(
+    before: &BTreeMap<String, f64>,
+    after: BTreeMap<String, f64>,
+    count: usize,
+) -> Vec<Value> {
+    after
+        .into_iter()
+        .map(|(role, after)| {
+            let used = after - before.get(&role).copied().unwrap_or(0.0);
+            let per_task = used * 1000.0 / count.max(1) as f64;
+            let name = format!("  CPU per task, {role}");
+            println!("{name:<44} {count:>7} {per_task:>10.3} ms");
+            json!({"figure": name, "tasks": count, "ms_per_task": per_task})
+        })
+        .collect()
 }
 
 fn memory_rows(when: &str, samples: &[(String, u32, u64)]) -> Vec<Value> {
