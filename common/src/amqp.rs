@@ -71,6 +71,11 @@ pub struct ApiInvocation {
     pub api_request_id: String,
     pub function_name: String,
     pub event: serde_json::Value,
+    /// The version of the function the scheduler authorized the call against. A worker that
+    /// has loaded that version runs it without reading the definition again; without it (a
+    /// message from an older scheduler), the worker reads the current definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_version: Option<i64>,
 }
 
 /// Everything a worker may find on the `tasks` queue.
@@ -382,6 +387,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn api_calls_carry_the_function_version_they_were_authorized_against() {
+        let call = WorkMessage::Api(ApiInvocation {
+            api_request_id: "r1".into(),
+            function_name: "f".into(),
+            event: serde_json::json!({}),
+            function_version: Some(7),
+        });
+        let text = serde_json::to_string(&call).unwrap();
+        assert!(text.contains(r#""functionVersion":7"#), "{text}");
+        assert_eq!(serde_json::from_str::<WorkMessage>(&text).unwrap(), call);
+    }
+
+    #[test]
     fn work_messages_with_fields_added_by_a_newer_version_are_still_understood() {
         let task: WorkMessage =
             serde_json::from_str(r#"{"taskId": "t1", "functionVersion": 3}"#).unwrap();
@@ -392,12 +410,23 @@ mod tests {
             })
         );
         let call: WorkMessage = serde_json::from_str(
-            r#"{"apiRequestId": "r1", "functionName": "f", "event": {}, "functionVersion": 3}"#,
+            r#"{"apiRequestId": "r1", "functionName": "f", "event": {}, "region": "eu"}"#,
         )
         .unwrap();
         assert!(
             matches!(call, WorkMessage::Api(ApiInvocation { ref api_request_id, .. }) if api_request_id == "r1")
         );
+        // An API call from a scheduler older than the function version in the message.
+        let call: WorkMessage =
+            serde_json::from_str(r#"{"apiRequestId": "r1", "functionName": "f", "event": {}}"#)
+                .unwrap();
+        assert!(matches!(
+            call,
+            WorkMessage::Api(ApiInvocation {
+                function_version: None,
+                ..
+            })
+        ));
         // What either kind requires is still required.
         assert!(
             serde_json::from_str::<WorkMessage>(r#"{"functionName": "f", "event": {}}"#).is_err()

@@ -289,7 +289,13 @@ impl Executor {
     }
 
     async fn invoke_api(&self, invocation: &ApiInvocation) -> Result<Value, TaskError> {
-        let function = self.function(&invocation.function_name, false).await?;
+        let function = self
+            .function_at(
+                &invocation.function_name,
+                invocation.function_version,
+                false,
+            )
+            .await?;
         let spec = spec_of(&function)?;
         let event = serde_json::to_vec(&invocation.event)
             .map(Bytes::from)
@@ -343,16 +349,18 @@ impl Executor {
             })
     }
 
-    /// The function of a claimed task, as it was when the task was claimed.
-    async fn function_of(&self, claimed: &Claimed) -> Result<FunctionDefinition, TaskError> {
-        let name = &claimed.task.function_name;
-        if let Some(known) = claimed
-            .function_version
-            .and_then(|version| self.definitions.get(name, version))
-        {
+    /// The function `name` at `version` (for a task, as it was when the task was claimed),
+    /// from the definitions already loaded when it is among them.
+    async fn function_at(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        patient: bool,
+    ) -> Result<FunctionDefinition, TaskError> {
+        if let Some(known) = version.and_then(|version| self.definitions.get(name, version)) {
             return Ok(known);
         }
-        let function = self.function(name, true).await?;
+        let function = self.function(name, patient).await?;
         self.definitions.keep(&function);
         Ok(function)
     }
@@ -361,7 +369,9 @@ impl Executor {
     async fn invoke(&self, claimed: &Claimed) -> (Result<Value, TaskError>, Vec<LogLine>) {
         let task = &claimed.task;
         let prepared = async {
-            let function = self.function_of(claimed).await?;
+            let function = self
+                .function_at(&task.function_name, claimed.function_version, true)
+                .await?;
             let spec = spec_of(&function)?;
             let event = serde_json::to_vec(task)
                 .map(Bytes::from)

@@ -173,6 +173,7 @@ async fn call(
         api_request_id: id.to_owned(),
         function_name: function_name.to_owned(),
         event,
+        function_version: Some(function.version),
     });
     let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
     let reply = state.requester.request(&message, wait).await.map_err(|e| {
