@@ -252,15 +252,41 @@ async fn environment(client: &Client, options: &Options) -> Value {
 
 /// Tasks due at a steady rate: how late does each start?
 async fn lag(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
+    let timeout = Duration::from_secs(60 + options.count as u64);
+    let spacing = Duration::from_secs_f64(1.0 / options.rate);
+    let mut lags = start_lags(
+        client,
+        options.count,
+        Duration::from_secs(3),
+        spacing,
+        timeout,
+    )
+    .await?;
+    Ok(vec![summary(
+        &format!("dispatch lag at {} tasks/s", options.rate),
+        &mut lags,
+    )])
+}
+
+/// Creates `count` tasks of a warm no-op function, the first due `lead` after the runtimes
+/// are warm and each next one `spacing` later, waits until all have run, and returns how late
+/// each started (claim − `startTimestamp`, ms). `lead` must leave time to create them all.
+async fn start_lags(
+    client: &Client,
+    count: usize,
+    lead: Duration,
+    spacing: Duration,
+    timeout: Duration,
+) -> anyhow::Result<Vec<f64>> {
     let function = client.noop_function().await?;
-    // Warm the runtimes first (tasks overlap at this rate, so more than one process runs)
-    // so the figure is about dispatch, not cold starts.
+    // Warm the runtimes first (tasks overlap, so more than one process runs) so the figure
+    // is about dispatch, not cold starts.
     client.warm(&function, 16).await?;
+    // Stored creation times are truncated to milliseconds.
     let since = common::time::now();
-    let first = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let interval = 1.0 / options.rate;
-    for i in 0..options.count {
-        let start = first + chrono::Duration::microseconds((i as f64 * interval * 1e6) as i64);
+    let first = chrono::Utc::now() + lead;
+    for i in 0..count {
+        let start = first + spacing * i as u32;
         client
             .post(
                 "/",
@@ -269,19 +295,11 @@ async fn lag(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
             .await?;
     }
     client
-        .wait_all_finished(
-            &function,
-            options.count as i64 + 16,
-            Duration::from_secs(60 + options.count as u64),
-        )
+        .wait_all_finished(&function, count as i64 + 16, timeout)
         .await?;
-    let mut lags = client
+    client
         .millis_since(&function, since, "claimed_at - start_timestamp")
-        .await?;
-    Ok(vec![summary(
-        &format!("dispatch lag at {} tasks/s", options.rate),
-        &mut lags,
-    )])
+        .await
 }
 
 /// One task at a time on an idle system: from the create request to the result in Postgres.
@@ -676,29 +694,8 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
 
 /// `count` tasks all due at the same instant: how late does each start?
 async fn burst(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> {
-    let function = client.noop_function().await?;
-    client.warm(&function, 16).await?;
-    let due = chrono::Utc::now() + chrono::Duration::seconds(5);
-    // Stored creation times are truncated to milliseconds.
-    let since = common::time::now();
-    for _ in 0..options.count {
-        client
-            .post(
-                "/",
-                &json!({"functionName": function, "startTimestamp": common::time::format(&due)}),
-            )
-            .await?;
-    }
-    client
-        .wait_all_finished(
-            &function,
-            options.count as i64 + 16,
-            Duration::from_secs(120),
-        )
-        .await?;
-    let mut lags = client
-        .millis_since(&function, since, "claimed_at - start_timestamp")
-        .await?;
+    let (lead, timeout) = (Duration::from_secs(5), Duration::from_secs(120));
+    let mut lags = start_lags(client, options.count, lead, Duration::ZERO, timeout).await?;
     Ok(vec![summary(
         &format!("burst: {} tasks due at once, lag", options.count),
         &mut lags,
