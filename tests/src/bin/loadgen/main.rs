@@ -615,14 +615,11 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
         .await?;
     let cpu_after = cpu_by_role();
     let (seconds, mut latencies) = client.end_to_end(&function, since).await?;
-    results.push(rate_row(
+    results.extend(phase_rows(
         &format!("throughput, API-created ({clients} clients)"),
         options.count,
         seconds,
-    ));
-    results.extend(cpu_rows(&cpu, cpu_after, options.count));
-    results.push(summary(
-        "  create → complete under that load",
+        (&cpu, cpu_after),
         &mut latencies,
     ));
 
@@ -679,17 +676,29 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
         )
         .await?
         .get(0);
-    results.push(rate_row(
+    results.extend(phase_rows(
         "throughput, event-created (first publish → last complete)",
         options.count,
         seconds,
-    ));
-    results.extend(cpu_rows(&cpu, cpu_after, options.count));
-    results.push(summary(
-        "  create → complete under that load",
+        (&cpu, cpu_after),
         &mut latencies,
     ));
     Ok(results)
+}
+
+/// The figures of one throughput phase: its rate, the CPU per task of each kind of process
+/// between the two readings, and the end-to-end latencies under that load.
+fn phase_rows(
+    name: &str,
+    count: usize,
+    seconds: f64,
+    (cpu_before, cpu_after): (&BTreeMap<String, f64>, BTreeMap<String, f64>),
+    latencies: &mut [f64],
+) -> Vec<Value> {
+    let mut rows = vec![rate_row(name, count, seconds)];
+    rows.extend(cpu_rows(cpu_before, cpu_after, count));
+    rows.push(summary("  create → complete under that load", latencies));
+    rows
 }
 
 /// `count` tasks all due at the same instant: how late does each start?
