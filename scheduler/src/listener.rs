@@ -19,11 +19,12 @@ pub const TASKS_CHANNEL: &str = "tasks_changed";
 /// Notified when events are written to the outbox.
 pub const OUTBOX_CHANNEL: &str = "outbox";
 
+/// What the notifications reach: the loops they wake, and the cache they keep fresh.
 #[derive(Clone)]
 pub struct Wakeups {
     pub tasks: Arc<Notify>,
     pub outbox: Arc<Notify>,
-    pub functions: FunctionCache,
+    pub function_cache: FunctionCache,
 }
 
 /// Listens until the process ends.
@@ -34,7 +35,7 @@ pub async fn run(database_url: String, wakeups: Wakeups) {
             Ok(()) => reconnect.failed(&"the connection closed"),
             Err(error) => reconnect.failed(&error),
         };
-        wakeups.functions.set_listening(false);
+        wakeups.function_cache.set_listening(false);
         // Whatever was missed while disconnected is picked up by one pass of each loop.
         wakeups.tasks.notify_one();
         wakeups.outbox.notify_one();
@@ -57,7 +58,7 @@ async fn listen(
                 match notification.channel() {
                     TASKS_CHANNEL => targets.tasks.notify_one(),
                     OUTBOX_CHANNEL => targets.outbox.notify_one(),
-                    FUNCTIONS_CHANNEL => targets.functions.forget_all(),
+                    FUNCTIONS_CHANNEL => targets.function_cache.forget_all(),
                     _ => {}
                 }
             }
@@ -69,7 +70,7 @@ async fn listen(
             "LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL}; LISTEN {FUNCTIONS_CHANNEL};"
         ))
         .await?;
-    wakeups.functions.set_listening(true);
+    wakeups.function_cache.set_listening(true);
     reconnect.connected();
     let outcome = pump.await.unwrap_or(Ok(()));
     drop(client);

@@ -63,7 +63,7 @@ impl Application {
         let wakeups = Wakeups {
             tasks: Arc::default(),
             outbox: Arc::default(),
-            functions: FunctionCache::new(Functions::new(pool.clone(), secrets)),
+            function_cache: FunctionCache::new(Functions::new(pool.clone(), secrets)),
         };
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
@@ -81,7 +81,7 @@ impl Application {
                 Arc::new(Requester::new(config.amqp.url.clone())),
                 metrics,
                 auth,
-                wakeups.functions.clone(),
+                wakeups.function_cache.clone(),
                 wakeups.tasks.clone(),
                 fast_lane,
             ),

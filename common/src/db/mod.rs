@@ -35,7 +35,6 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// Any advisory lock key works as long as every scheduler uses the same one.
 /// An SQL expression that makes the commit of the statement evaluating it (alone in its
 /// implicit transaction) return without waiting for its WAL flush: `set_config` with
 /// `is_local` lasts until the end of that transaction, and the setting is read at commit.
@@ -43,6 +42,7 @@ mod embedded {
 /// before anything depends on them; one round trip instead of `BEGIN; SET LOCAL …; COMMIT`.
 pub(crate) const SKIP_FLUSH: &str = "set_config('synchronous_commit', 'off', true)";
 
+/// Any advisory lock key works as long as every scheduler uses the same one.
 const MIGRATION_LOCK_KEY: i64 = 0x7461_736b_735f_6462; // "tasks_db"
 
 #[derive(Debug, thiserror::Error)]
