@@ -262,6 +262,9 @@ async fn publish_dead_letter(
     Ok(())
 }
 
+/// Messages handed to the broker whose confirms [`Publisher::confirmed`] waits for.
+pub struct Unconfirmed(Vec<lapin::PublisherConfirm>);
+
 /// A publishing channel in confirm mode that is re-opened (connection, topology and all) on
 /// first use after it broke, so a broker restart costs failed publishes, never a crash.
 pub struct Publisher {
@@ -304,32 +307,65 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Publishes persistent JSON messages and waits until the broker confirmed all of them,
-    /// at most [`BROKER_TIMEOUT`]. On any failure the connection is dropped, so the next
-    /// publish starts on a fresh one rather than on a channel that may never answer.
+    /// Publishes persistent JSON messages and waits until the broker confirmed all of them.
+    /// On any failure the connection is dropped, so the next publish starts on a fresh one
+    /// rather than on a channel that may never answer.
     pub async fn publish_all(
         &self,
         exchange: &str,
         messages: impl IntoIterator<Item = (String, Vec<u8>)>,
     ) -> Result<(), AmqpError> {
-        let channel = self.channel().await?;
-        let published = tokio::time::timeout(
-            BROKER_TIMEOUT,
-            Self::publish_confirmed(&channel, exchange, messages),
-        )
-        .await
-        .unwrap_or(Err(AmqpError::TimedOut(BROKER_TIMEOUT)));
-        if published.is_err() {
-            *self.state.lock().await = None;
-        }
-        published
+        let sent = self.send_all(exchange, messages).await?;
+        self.confirmed(sent).await
     }
 
-    async fn publish_confirmed(
+    /// Hands persistent JSON messages to the broker, in order, without waiting for its
+    /// confirms: [`Self::confirmed`] does, so a caller can go on meanwhile. At most
+    /// [`BROKER_TIMEOUT`]; on failure the connection is dropped.
+    pub async fn send_all(
+        &self,
+        exchange: &str,
+        messages: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Unconfirmed, AmqpError> {
+        let channel = self.channel().await?;
+        let sent = tokio::time::timeout(BROKER_TIMEOUT, Self::send(&channel, exchange, messages))
+            .await
+            .unwrap_or(Err(AmqpError::TimedOut(BROKER_TIMEOUT)));
+        if sent.is_err() {
+            self.forget_channel().await;
+        }
+        sent
+    }
+
+    /// Waits until the broker confirmed every message of `sent`, at most [`BROKER_TIMEOUT`]
+    /// (a confirm may never come on a connection the broker closed); on failure the
+    /// connection is dropped.
+    pub async fn confirmed(&self, sent: Unconfirmed) -> Result<(), AmqpError> {
+        let confirmed = tokio::time::timeout(BROKER_TIMEOUT, async {
+            for confirm in sent.0 {
+                if confirm.await?.is_nack() {
+                    return Err(AmqpError::Nacked);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(AmqpError::TimedOut(BROKER_TIMEOUT)));
+        if confirmed.is_err() {
+            self.forget_channel().await;
+        }
+        confirmed
+    }
+
+    async fn forget_channel(&self) {
+        *self.state.lock().await = None;
+    }
+
+    async fn send(
         channel: &Channel,
         exchange: &str,
         messages: impl IntoIterator<Item = (String, Vec<u8>)>,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<Unconfirmed, AmqpError> {
         let mut confirms = Vec::new();
         for (routing_key, body) in messages {
             let confirm = channel
@@ -343,12 +379,7 @@ impl Publisher {
                 .await?;
             confirms.push(confirm);
         }
-        for confirm in confirms {
-            if confirm.await?.is_nack() {
-                return Err(AmqpError::Nacked);
-            }
-        }
-        Ok(())
+        Ok(Unconfirmed(confirms))
     }
 
     /// How many messages wait in `queue`, not yet delivered to any consumer. Like a publish,
@@ -372,7 +403,7 @@ impl Publisher {
             Ok(Err(error)) => AmqpError::from(error),
             Err(_) => AmqpError::TimedOut(BROKER_TIMEOUT),
         };
-        *self.state.lock().await = None;
+        self.forget_channel().await;
         Err(error)
     }
 

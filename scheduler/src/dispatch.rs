@@ -25,11 +25,8 @@ const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
 const UNTAKEN_POLL: Duration = Duration::from_millis(320);
 
 pub struct Dispatcher {
-    pub queries: DispatchQueries,
-    pub publisher: Arc<Publisher>,
+    pub outlet: Outlet,
     pub config: DispatchConfig,
-    pub wakeup: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
     pub fast_lane: Arc<FastLane>,
     /// Wakes the dispatcher when the next task falls due, to the tens of microseconds.
     pub timer: PreciseTimer,
@@ -40,26 +37,25 @@ pub struct Dispatcher {
 /// sooner. Only while the last pass left no due task waiting in Postgres, so a task never
 /// overtakes one of higher priority, and only as many as the window had room for then.
 pub struct FastLane {
-    publisher: Arc<Publisher>,
-    queries: DispatchQueries,
-    wakeup: Arc<Notify>,
-    metrics: Arc<Metrics>,
+    outlet: Outlet,
     /// Places lent by the dispatcher, taken one per task.
     room: AtomicI64,
 }
 
+/// What publishes tasks marked dispatched, for the dispatcher's passes and the fast lane.
+#[derive(Clone)]
+pub struct Outlet {
+    pub publisher: Arc<Publisher>,
+    pub queries: DispatchQueries,
+    /// Wakes the dispatcher.
+    pub wakeup: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
 impl FastLane {
-    pub fn new(
-        publisher: Arc<Publisher>,
-        queries: DispatchQueries,
-        wakeup: Arc<Notify>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(outlet: Outlet) -> Self {
         FastLane {
-            publisher,
-            queries,
-            wakeup,
-            metrics,
+            outlet,
             room: AtomicI64::new(0),
         }
     }
@@ -73,18 +69,10 @@ impl FastLane {
             .is_ok()
     }
 
-    /// Publishes a task stored as dispatched, in the background. If the broker does not take
-    /// it, the dispatcher is woken as well, so the task goes out with the next pass.
-    pub fn publish(self: &Arc<Self>, task_id: String) {
-        let lane = self.clone();
-        tokio::spawn(async move {
-            let published =
-                publish_marked(&lane.publisher, &lane.queries, &lane.metrics, &[&task_id]).await;
-            if let Err(error) = published {
-                tracing::warn!(task_id = %task_id, %error, "could not publish a new task; the dispatcher will");
-                lane.wakeup.notify_one();
-            }
-        });
+    /// Publishes a task stored as dispatched, in the background.
+    pub fn publish(&self, task_id: String) {
+        let outlet = self.outlet.clone();
+        tokio::spawn(async move { outlet.publish_marked(vec![task_id]).await });
     }
 
     /// Lends `room` places until the next `close`.
@@ -107,7 +95,7 @@ impl Dispatcher {
         let longest_sleep = self.config.max_sleep().min(redispatch_after);
         // Tasks of deleted functions are failed on their own clock: that check reads every
         // due task, and would otherwise hold up the dispatch of tasks falling due meanwhile.
-        let orphans = tokio::spawn(fail_orphans(self.queries.clone(), stop.clone()));
+        let orphans = tokio::spawn(fail_orphans(self.outlet.queries.clone(), stop.clone()));
         let mut poll = IN_FLIGHT_POLL;
         let mut left_waiting = None;
         let mut lent = 0;
@@ -147,7 +135,7 @@ impl Dispatcher {
                 }
             };
             tokio::select! {
-                _ = self.wakeup.notified() => {}
+                _ = self.outlet.wakeup.notified() => {}
                 _ = self.timer.sleep(wait) => {}
                 _ = common::shutdown::stopped(&mut stop) => break,
             }
@@ -166,7 +154,9 @@ impl Dispatcher {
         let found = if at_most_waiting < self.config.window / 2 {
             None
         } else {
-            Some(i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?))
+            Some(i64::from(
+                self.outlet.publisher.ready_messages(TASKS_QUEUE).await?,
+            ))
         };
         let began = std::time::Instant::now();
         let mut full = false;
@@ -178,15 +168,19 @@ impl Dispatcher {
                 break;
             }
             let limit = room.min(self.config.batch);
-            let tasks = self.queries.take_due(limit, redispatch_after).await?;
+            let tasks = self
+                .outlet
+                .queries
+                .take_due(limit, redispatch_after)
+                .await?;
             if tasks.is_empty() {
                 break;
             }
             let count = tasks.len() as i64;
             // Marked dispatched before they are published, so a worker's claim never waits
             // for this pass.
-            let ids: Vec<&str> = tasks.iter().map(|task| task.id.as_str()).collect();
-            publish_marked(&self.publisher, &self.queries, &self.metrics, &ids).await?;
+            let ids = tasks.into_iter().map(|task| task.id).collect();
+            self.outlet.publish_marked(ids).await?;
             tracing::debug!(tasks = count, "dispatched");
             waiting += count;
             if count < limit {
@@ -203,6 +197,7 @@ impl Dispatcher {
             // With room left, a task that fell due while this pass ran goes out at once; with
             // the window full, nothing could go out before workers take messages anyway.
             next_start: self
+                .outlet
                 .queries
                 .next_start(if full {
                     Duration::ZERO
@@ -214,25 +209,44 @@ impl Dispatcher {
     }
 }
 
-/// Publishes tasks already marked dispatched (by a pass or by the API's fast lane) and counts
-/// them. Those the broker does not take are marked undispatched again, so the next pass
-/// publishes them rather than the redispatch timeout; a crash in between leaves them to that
-/// timeout.
-async fn publish_marked(
-    publisher: &Publisher,
-    queries: &DispatchQueries,
-    metrics: &Metrics,
-    task_ids: &[&str],
-) -> Result<(), AmqpError> {
-    let messages: Vec<_> = task_ids.iter().map(|id| due_message(id)).collect();
-    if let Err(error) = publisher.publish_all("", messages).await {
-        if let Err(undispatch) = queries.undispatch(task_ids).await {
+impl Outlet {
+    /// Publishes tasks already marked dispatched (by a pass or by the API's fast lane): hands
+    /// their messages to the broker, in order, and returns; their confirms are awaited in the
+    /// background, so the next pass does not wait for the broker's round trip and log flush
+    /// (which its disk sometimes stretches to milliseconds). Tasks whose messages the broker
+    /// does not take are marked undispatched again and the dispatcher woken, so the next pass
+    /// publishes them rather than the redispatch timeout; a crash in between leaves them to
+    /// that timeout.
+    async fn publish_marked(&self, task_ids: Vec<String>) -> Result<(), AmqpError> {
+        let messages: Vec<_> = task_ids.iter().map(|id| due_message(id)).collect();
+        match self.publisher.send_all("", messages).await {
+            Ok(sent) => {
+                let outlet = self.clone();
+                tokio::spawn(async move {
+                    match outlet.publisher.confirmed(sent).await {
+                        Ok(()) => outlet
+                            .metrics
+                            .tasks_dispatched
+                            .inc_by(task_ids.len() as u64),
+                        Err(error) => outlet.hand_back(&task_ids, &error).await,
+                    }
+                });
+                Ok(())
+            }
+            Err(error) => {
+                self.hand_back(&task_ids, &error).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn hand_back(&self, task_ids: &[String], error: &AmqpError) {
+        tracing::warn!(tasks = task_ids.len(), %error, "the broker did not take due tasks; the next dispatch pass publishes them");
+        if let Err(undispatch) = self.queries.undispatch(task_ids).await {
             tracing::warn!(tasks = task_ids.len(), error = %undispatch, "could not hand unpublished tasks back; they are republished after the redispatch timeout");
         }
-        return Err(error);
+        self.wakeup.notify_one();
     }
-    metrics.tasks_dispatched.inc_by(task_ids.len() as u64);
-    Ok(())
 }
 
 /// The message telling workers that a task is due, for the default exchange.

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState};
 use crate::auth::{AuthMode, Authenticator};
 use crate::config::SchedulerConfig;
-use crate::dispatch::{Dispatcher, FastLane};
+use crate::dispatch::{Dispatcher, FastLane, Outlet};
 use crate::events::EventConsumer;
 use crate::function_cache::FunctionCache;
 use crate::listener::{self, Wakeups};
@@ -37,9 +37,9 @@ pub struct Application {
     state: AppState,
     config: SchedulerConfig,
     pool: deadpool_postgres::Pool,
-    /// The dispatcher's, the API's fast lane's and the outbox relay's.
-    publisher: Arc<Publisher>,
-    dispatch_queries: DispatchQueries,
+    /// How the dispatcher and the API's fast lane publish due tasks; its publisher is the
+    /// outbox relay's too.
+    outlet: Outlet,
 }
 
 impl Application {
@@ -67,13 +67,13 @@ impl Application {
         };
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
-        let dispatch_queries = DispatchQueries::new(common::db::queue_pool(&config.database)?);
-        let fast_lane = Arc::new(FastLane::new(
-            publisher.clone(),
-            dispatch_queries.clone(),
-            wakeups.tasks.clone(),
-            metrics.clone(),
-        ));
+        let outlet = Outlet {
+            publisher,
+            queries: DispatchQueries::new(common::db::queue_pool(&config.database)?),
+            wakeup: wakeups.tasks.clone(),
+            metrics: metrics.clone(),
+        };
+        let fast_lane = Arc::new(FastLane::new(outlet.clone()));
         Ok(Application {
             listener,
             state: AppState::new(
@@ -85,8 +85,7 @@ impl Application {
                 wakeups.tasks.clone(),
                 fast_lane,
             ),
-            publisher,
-            dispatch_queries,
+            outlet,
             wakeups,
             config,
             pool,
@@ -107,7 +106,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let wakeups = self.wakeups.clone();
-        let publisher = self.publisher.clone();
+        let publisher = self.outlet.publisher.clone();
         let metrics = self.state.metrics.clone();
         let mut loops = JoinSet::new();
         loops.spawn(gauges::run(
@@ -121,11 +120,8 @@ impl Application {
         ));
         loops.spawn(
             Dispatcher {
-                queries: self.dispatch_queries.clone(),
-                publisher: publisher.clone(),
+                outlet: self.outlet.clone(),
                 config: self.config.dispatch.clone(),
-                wakeup: wakeups.tasks.clone(),
-                metrics: metrics.clone(),
                 fast_lane: self.state.fast_lane.clone(),
                 timer: PreciseTimer::start()?,
             }

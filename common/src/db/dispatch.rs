@@ -134,7 +134,7 @@ impl DispatchQueries {
 
     /// Marks tasks stored as dispatched as not dispatched after all (their messages could
     /// not be published), so the next pass publishes them instead of the redispatch timeout.
-    pub async fn undispatch(&self, task_ids: &[&str]) -> Result<(), StoreError> {
+    pub async fn undispatch(&self, task_ids: &[String]) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
             .execute(
