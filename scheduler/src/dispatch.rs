@@ -5,7 +5,7 @@
 //! Postgres, the dispatcher lends the window's free room to the API ([`FastLane`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::amqp::{AmqpError, Publisher, TASKS_QUEUE, TaskMessage};
@@ -38,8 +38,7 @@ pub struct Dispatcher {
 /// overtakes one of higher priority, and only as many as the window had room for then.
 pub struct FastLane {
     outlet: Outlet,
-    /// Places lent by the dispatcher, taken one per task.
-    room: AtomicI64,
+    places: Places,
 }
 
 /// What publishes tasks marked dispatched, for the dispatcher's passes and the fast lane.
@@ -56,17 +55,20 @@ impl FastLane {
     pub fn new(outlet: Outlet) -> Self {
         FastLane {
             outlet,
-            room: AtomicI64::new(0),
+            places: Places::default(),
         }
     }
 
-    /// Takes a place for a task about to be created due now; false when there is none.
-    pub fn take(&self) -> bool {
-        self.room
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |room| {
-                (room > 0).then_some(room - 1)
-            })
-            .is_ok()
+    /// Takes a place for a task about to be created due now, if there is one.
+    pub fn take(&self) -> Option<Place> {
+        self.places.take()
+    }
+
+    /// Gives back a place taken for a task that was not stored as dispatched after all (its
+    /// function is unknown or disabled, or the insert failed), so it is not lost until the
+    /// next dispatch pass.
+    pub fn give_back(&self, place: Place) {
+        self.places.give_back(place);
     }
 
     /// Publishes a task stored as dispatched, in the background.
@@ -77,12 +79,83 @@ impl FastLane {
 
     /// Lends `room` places until the next `close`.
     fn open(&self, room: i64) {
-        self.room.store(room, Ordering::Release);
+        self.places.open(room);
     }
 
     /// Takes back the places not used; returns how many were left.
     fn close(&self) -> i64 {
-        self.room.swap(0, Ordering::AcqRel)
+        self.places.close()
+    }
+}
+
+/// The places the dispatcher lends the fast lane: a count between passes, none while a pass
+/// runs. Each opening is a new lending; a place goes back only to the lending it came from,
+/// as the pass that closed a lending counted every place not returned by then as a
+/// published message.
+#[derive(Default)]
+struct Places(AtomicU64);
+
+/// A place taken from the fast lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    lending: u32,
+}
+
+/// The room of a closed lane.
+const CLOSED: u32 = u32::MAX;
+
+/// The lending number (high half) and its room left (low half).
+fn places(lending: u32, room: u32) -> u64 {
+    (u64::from(lending) << 32) | u64::from(room)
+}
+
+fn lending_and_room(places: u64) -> (u32, u32) {
+    ((places >> 32) as u32, places as u32)
+}
+
+impl Places {
+    fn take(&self) -> Option<Place> {
+        let mut taken = None;
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                let (lending, room) = lending_and_room(current);
+                taken = (room != CLOSED && room > 0).then_some(Place { lending });
+                taken.map(|_| places(lending, room - 1))
+            });
+        taken
+    }
+
+    fn give_back(&self, place: Place) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                let (lending, room) = lending_and_room(current);
+                (lending == place.lending && room != CLOSED).then(|| places(lending, room + 1))
+            });
+    }
+
+    fn open(&self, room: i64) {
+        let room = room.clamp(0, i64::from(CLOSED - 1)) as u32;
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                let (lending, _) = lending_and_room(current);
+                Some(places(lending.wrapping_add(1), room))
+            });
+    }
+
+    /// Closes the lending; returns the room it had left.
+    fn close(&self) -> i64 {
+        let mut left = 0;
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                let (lending, room) = lending_and_room(current);
+                left = if room == CLOSED { 0 } else { i64::from(room) };
+                Some(places(lending, CLOSED))
+            });
+        left
     }
 }
 
@@ -291,4 +364,38 @@ struct Pass {
 struct Waiting {
     found: Option<i64>,
     left: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_place_goes_back_only_to_the_lending_it_came_from() {
+        let places = Places::default();
+        assert_eq!(places.take(), None, "nothing lent before the first pass");
+        places.open(1);
+        let place = places.take().expect("one place lent");
+        assert_eq!(places.take(), None);
+        places.give_back(place);
+        let place = places.take().expect("the place given back");
+        places.give_back(place);
+        assert_eq!(places.close(), 1);
+
+        let place = {
+            places.open(1);
+            places.take().expect("one place lent")
+        };
+        assert_eq!(places.close(), 0);
+        places.give_back(place);
+        assert_eq!(
+            places.take(),
+            None,
+            "a place given back after closing stays closed"
+        );
+        places.open(0);
+        places.give_back(place);
+        assert_eq!(places.take(), None, "nor does it go to the next lending");
+        assert_eq!(places.close(), 0);
+    }
 }

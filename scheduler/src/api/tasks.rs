@@ -63,6 +63,11 @@ pub async fn create(
     check_tags(&tags)?;
     let now = common::time::now();
     let start_timestamp = input.start_timestamp.unwrap_or(now);
+    let lane_place = if start_timestamp <= now {
+        state.fast_lane.take()
+    } else {
+        None
+    };
     let created = state
         .tasks
         .insert(NewTask {
@@ -75,10 +80,15 @@ pub async fn create(
             created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Api,
-            published_by_creator: start_timestamp <= now && state.fast_lane.take(),
+            published_by_creator: lane_place.is_some(),
         })
-        .await?
-        .ok_or_else(|| unknown_function(&function_name))?;
+        .await;
+    if let Some(place) = lane_place
+        && !matches!(&created, Ok(Some(created)) if created.dispatched)
+    {
+        state.fast_lane.give_back(place);
+    }
+    let created = created?.ok_or_else(|| unknown_function(&function_name))?;
     state
         .metrics
         .tasks_created
