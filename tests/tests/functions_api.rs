@@ -172,6 +172,90 @@ async fn create_get_list_update_delete() {
 }
 
 #[tokio::test]
+async fn code_no_function_uses_any_more_is_deleted() {
+    let app = TestScheduler::start().await;
+    let db = app.database.connect().await;
+    let stored_code = async || -> Vec<String> {
+        db.query("SELECT sha256 FROM function_code ORDER BY sha256", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    let code_of = async |name: &str| -> String {
+        db.query_one(
+            "SELECT code_sha256 FROM functions WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    let first_code = base64(&zip_files(&[("main.py", "def run(e, c):\n    return 1\n")]));
+    let second_code = base64(&zip_files(&[("main.py", "def run(e, c):\n    return 2\n")]));
+    for name in ["one", "two"] {
+        let (status, body) = app
+            .post(
+                "/tasks/v1/functions",
+                &json!({"name": name, "code": first_code, "entryPoint": "main.run", "runtime": "python3.12"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let first = code_of("one").await;
+    assert_eq!(
+        stored_code().await,
+        vec![first.clone()],
+        "stored once for both"
+    );
+
+    let (status, _) = app
+        .put("/tasks/v1/functions/one", &json!({"code": second_code}))
+        .await;
+    assert_eq!(status, 200);
+    let second = code_of("one").await;
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(stored_code().await, both, "`two` still uses the first code");
+
+    let (status, _) = app.delete("/tasks/v1/functions/two").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stored_code().await,
+        vec![second.clone()],
+        "nothing uses the first code"
+    );
+
+    let (status, _) = app
+        .put(
+            "/tasks/v1/functions/one",
+            &json!({"description": "same code"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stored_code().await,
+        vec![second],
+        "an update without code keeps it"
+    );
+
+    // The code of a deleted function comes back with a new function that uploads it.
+    let (status, _) = app.delete("/tasks/v1/functions/one").await;
+    assert_eq!(status, 200);
+    assert!(stored_code().await.is_empty());
+    let (status, _) = app
+        .post(
+            "/tasks/v1/functions",
+            &json!({"name": "three", "code": first_code, "entryPoint": "main.run", "runtime": "python3.12"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stored_code().await, vec![first]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn enable_and_disable() {
     let app = TestScheduler::start().await;
     app.create_noop_function("toggle").await;

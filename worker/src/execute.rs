@@ -20,7 +20,8 @@ use crate::completions::Completions;
 use crate::definitions::Definitions;
 use crate::patience::patiently;
 use crate::runtime::RuntimePool;
-use crate::runtime::process::FunctionSpec;
+use crate::runtime::code_cache::CODE_RELEASED;
+use crate::runtime::process::{FunctionSpec, InvocationResult};
 
 /// Largest result a task may store.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
@@ -289,26 +290,18 @@ impl Executor {
     }
 
     async fn invoke_api(&self, invocation: &ApiInvocation) -> Result<Value, TaskError> {
-        let function = self
-            .function_at(
-                &invocation.function_name,
-                invocation.function_version,
-                false,
-            )
-            .await?;
-        let spec = spec_of(&function)?;
         let event = serde_json::to_vec(&invocation.event)
             .map(Bytes::from)
             .map_err(|e| TaskError::invocation("Runtime.InvalidEvent", e.to_string()))?;
         let result = self
-            .runtimes
-            .invoke(
-                &spec,
-                &function.code_sha256,
-                invocation.api_request_id.clone(),
+            .invoke_function(
+                &invocation.function_name,
+                invocation.function_version,
+                false,
+                &invocation.api_request_id,
                 event,
             )
-            .await;
+            .await?;
         if let Err(error) = self
             .api_requests
             .append_logs(&invocation.api_request_id, &result.logs)
@@ -368,29 +361,67 @@ impl Executor {
     /// Runs the function of a task; returns its outcome and output lines.
     async fn invoke(&self, claimed: &Claimed) -> (Result<Value, TaskError>, Vec<LogLine>) {
         let task = &claimed.task;
-        let prepared = async {
-            let function = self
-                .function_at(&task.function_name, claimed.function_version, true)
-                .await?;
-            let spec = spec_of(&function)?;
-            let event = serde_json::to_vec(task)
-                .map(Bytes::from)
-                .map_err(|e| TaskError::invocation("Runtime.InvalidEvent", e.to_string()))?;
-            Ok::<_, TaskError>((function, spec, event))
-        };
-        let (function, spec, event) = match prepared.await {
-            Ok(prepared) => prepared,
-            Err(error) => return (Err(error), Vec::new()),
+        let event = match serde_json::to_vec(task) {
+            Ok(event) => Bytes::from(event),
+            Err(error) => {
+                let error = TaskError::invocation("Runtime.InvalidEvent", error.to_string());
+                return (Err(error), Vec::new());
+            }
         };
         let request_id = format!("{}-{}", task.id, claimed.attempt);
-        let result = self
-            .runtimes
-            .invoke(&spec, &function.code_sha256, request_id, event)
+        let invoked = self
+            .invoke_function(
+                &task.function_name,
+                claimed.function_version,
+                true,
+                &request_id,
+                event,
+            )
             .await;
-        (
-            result.outcome.and_then(|body| result_of(&body)),
-            result.logs,
-        )
+        match invoked {
+            Ok(result) => (
+                result.outcome.and_then(|body| result_of(&body)),
+                result.logs,
+            ),
+            Err(error) => (Err(error), Vec::new()),
+        }
+    }
+
+    /// Invokes the function `name` (at `version` when this worker has that version loaded).
+    /// When its code turns out to be deleted (the function's code was replaced between
+    /// reading the definition and loading the code, and the old archive went as unused),
+    /// invokes the current definition instead.
+    async fn invoke_function(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        patient: bool,
+        request_id: &str,
+        event: Bytes,
+    ) -> Result<InvocationResult, TaskError> {
+        let function = self.function_at(name, version, patient).await?;
+        let result = self
+            .invoke_definition(&function, request_id, event.clone())
+            .await?;
+        if !matches!(&result.outcome, Err(error) if error.name == CODE_RELEASED) {
+            return Ok(result);
+        }
+        let current = self.function(name, patient).await?;
+        self.definitions.keep(&current);
+        self.invoke_definition(&current, request_id, event).await
+    }
+
+    async fn invoke_definition(
+        &self,
+        function: &FunctionDefinition,
+        request_id: &str,
+        event: Bytes,
+    ) -> Result<InvocationResult, TaskError> {
+        let spec = spec_of(function)?;
+        Ok(self
+            .runtimes
+            .invoke(&spec, &function.code_sha256, request_id.to_owned(), event)
+            .await)
     }
 }
 

@@ -196,10 +196,13 @@ async fn store_code(
     transaction: &deadpool_postgres::Transaction<'_>,
     code: &CodeArchive,
 ) -> Result<(), StoreError> {
+    // `DO UPDATE` rather than `DO NOTHING`: it locks the stored archive, so a function
+    // change that is deleting it as unused (migration V11) either waits for this
+    // transaction and keeps it, or has deleted it already and this stores it again.
     transaction
         .execute(
             "INSERT INTO function_code (sha256, archive, size_bytes) VALUES ($1, $2, $3) \
-             ON CONFLICT (sha256) DO NOTHING",
+             ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256",
             &[&code.sha256, &code.bytes, &(code.bytes.len() as i32)],
         )
         .await?;

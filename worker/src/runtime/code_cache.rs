@@ -8,6 +8,10 @@ use std::time::Duration;
 use common::db::Functions;
 use common::domain::{TaskError, TaskErrorType};
 
+/// The error name of code no function uses any more, deleted from the database (a
+/// definition read just before its function's code was replaced refers to it).
+pub const CODE_RELEASED: &str = "FunctionCodeReleased";
+
 pub struct CodeCache {
     root: PathBuf,
     functions: Functions,
@@ -37,7 +41,11 @@ impl CodeCache {
             .code(sha256)
             .await
             .map_err(|e| invalid(format!("could not load the function code: {e}")))?
-            .ok_or_else(|| invalid("the function code is missing from the database".into()))?;
+            .ok_or_else(|| TaskError {
+                kind: TaskErrorType::Invocation,
+                name: CODE_RELEASED.to_owned(),
+                message: "the function code is no longer stored: the function's code was replaced or the function deleted".to_owned(),
+            })?;
         if common::code::hex_sha256(&archive) != sha256 {
             return Err(invalid(
                 "the stored function code does not match its hash".into(),
