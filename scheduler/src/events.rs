@@ -100,8 +100,14 @@ impl EventConsumer {
             }
             match self.triggers.create_tasks_for(&events).await {
                 Ok(counts) => {
-                    for ((delivery, event), counts) in received.iter().zip(&events).zip(counts) {
-                        self.stored(delivery, event, counts).await?;
+                    for (event, counts) in events.iter().zip(counts) {
+                        self.count_stored(event, counts);
+                    }
+                    // One ack for the batch: every earlier delivery of this channel is
+                    // settled already (stored in an earlier batch, dead-lettered or requeued),
+                    // so `multiple` covers exactly these.
+                    if let Some(last) = received.last() {
+                        last.ack(BasicAckOptions { multiple: true }).await?;
                     }
                 }
                 // One event the database refuses must not hold back the others: store
@@ -116,8 +122,9 @@ impl EventConsumer {
                         {
                             Ok(counts) => {
                                 for counts in counts {
-                                    self.stored(delivery, event, counts).await?;
+                                    self.count_stored(event, counts);
                                 }
+                                delivery.ack(BasicAckOptions::default()).await?;
                             }
                             Err(error) => self.requeue(delivery, event, &error).await?,
                         }
@@ -132,21 +139,15 @@ impl EventConsumer {
         }
     }
 
-    /// Acks an event whose tasks are stored, and tells the dispatcher about them.
-    async fn stored(
-        &self,
-        delivery: &Delivery,
-        event: &Event,
-        (matched, created): (usize, u64),
-    ) -> anyhow::Result<()> {
-        delivery.ack(BasicAckOptions::default()).await?;
+    /// Counts an event whose tasks are stored, and tells the dispatcher about them.
+    fn count_stored(&self, event: &Event, (matched, created): (usize, u64)) {
         if matched == 0 {
             tracing::debug!(event_id = %event.id, event_type = %event.event_type, "no trigger for this event");
             self.metrics
                 .events_consumed
                 .with_label_values(&["unmatched"])
                 .inc();
-            return Ok(());
+            return;
         }
         tracing::info!(event_id = %event.id, event_type = %event.event_type, matched, created, "event turned into tasks");
         self.metrics
@@ -158,7 +159,6 @@ impl EventConsumer {
             .with_label_values(&["event"])
             .inc_by(created);
         self.dispatch.notify_one();
-        Ok(())
     }
 
     /// Gives back an event whose tasks could not be stored (the database is unavailable),
