@@ -71,10 +71,15 @@ impl FastLane {
         self.places.give_back(place);
     }
 
-    /// Publishes a task stored as dispatched, in the background.
+    /// Publishes a task stored as dispatched, in the background. If the broker does not take
+    /// it, the dispatcher is woken, so the task goes out with the next pass.
     pub fn publish(&self, task_id: String) {
         let outlet = self.outlet.clone();
-        tokio::spawn(async move { outlet.publish_marked(vec![task_id]).await });
+        tokio::spawn(async move {
+            if outlet.publish_marked(vec![task_id]).await.is_err() {
+                outlet.wakeup.notify_one();
+            }
+        });
     }
 
     /// Lends `room` places until the next `close`.
@@ -88,10 +93,9 @@ impl FastLane {
     }
 }
 
-/// The places the dispatcher lends the fast lane: a count between passes, none while a pass
-/// runs. Each opening is a new lending; a place goes back only to the lending it came from,
-/// as the pass that closed a lending counted every place not returned by then as a
-/// published message.
+/// The places the dispatcher lends the fast lane. Each pass closes the lending and opens a
+/// new one; a place goes back only to the lending it came from, as the pass that closed a
+/// lending counted every place not returned by then as a published message.
 #[derive(Default)]
 struct Places(AtomicU64);
 
@@ -100,9 +104,6 @@ struct Places(AtomicU64);
 pub struct Place {
     lending: u32,
 }
-
-/// The room of a closed lane.
-const CLOSED: u32 = u32::MAX;
 
 /// The lending number (high half) and its room left (low half).
 fn places(lending: u32, room: u32) -> u64 {
@@ -115,15 +116,15 @@ fn lending_and_room(places: u64) -> (u32, u32) {
 
 impl Places {
     fn take(&self) -> Option<Place> {
-        let mut taken = None;
-        let _ = self
-            .0
+        self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
                 let (lending, room) = lending_and_room(current);
-                taken = (room != CLOSED && room > 0).then_some(Place { lending });
-                taken.map(|_| places(lending, room - 1))
-            });
-        taken
+                (room > 0).then(|| places(lending, room - 1))
+            })
+            .ok()
+            .map(|taken| Place {
+                lending: lending_and_room(taken).0,
+            })
     }
 
     fn give_back(&self, place: Place) {
@@ -131,31 +132,30 @@ impl Places {
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
                 let (lending, room) = lending_and_room(current);
-                (lending == place.lending && room != CLOSED).then(|| places(lending, room + 1))
+                (lending == place.lending).then(|| places(lending, room + 1))
             });
     }
 
+    /// Lends `room` places in the current lending, which `close` left empty.
     fn open(&self, room: i64) {
-        let room = room.clamp(0, i64::from(CLOSED - 1)) as u32;
+        let room = room.clamp(0, i64::from(u32::MAX - 1)) as u32;
         let _ = self
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                let (lending, _) = lending_and_room(current);
-                Some(places(lending.wrapping_add(1), room))
+                Some(places(lending_and_room(current).0, room))
             });
     }
 
-    /// Closes the lending; returns the room it had left.
+    /// Ends the lending, so no place can be taken or given back to it any more, and starts
+    /// an empty one; returns the room the ended one had left.
     fn close(&self) -> i64 {
-        let mut left = 0;
-        let _ = self
+        let ended = self
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                let (lending, room) = lending_and_room(current);
-                left = if room == CLOSED { 0 } else { i64::from(room) };
-                Some(places(lending, CLOSED))
-            });
-        left
+                Some(places(lending_and_room(current).0.wrapping_add(1), 0))
+            })
+            .unwrap_or_else(|current| current);
+        i64::from(lending_and_room(ended).1)
     }
 }
 
@@ -288,8 +288,8 @@ impl Outlet {
     /// background, so the next pass does not wait for the broker's round trip and log flush
     /// (which its disk sometimes stretches to milliseconds). Tasks whose messages the broker
     /// does not take are marked undispatched again and the dispatcher woken, so the next pass
-    /// publishes them rather than the redispatch timeout; a crash in between leaves them to
-    /// that timeout.
+    /// publishes them rather than the redispatch timeout (a send that fails is the caller's to
+    /// retry); a crash in between leaves them to that timeout.
     async fn publish_marked(&self, task_ids: Vec<String>) -> Result<(), AmqpError> {
         let messages: Vec<_> = task_ids.iter().map(|id| due_message(id)).collect();
         match self.publisher.send_all("", messages).await {
@@ -301,11 +301,15 @@ impl Outlet {
                             .metrics
                             .tasks_dispatched
                             .inc_by(task_ids.len() as u64),
-                        Err(error) => outlet.hand_back(&task_ids, &error).await,
+                        Err(error) => {
+                            outlet.hand_back(&task_ids, &error).await;
+                            outlet.wakeup.notify_one();
+                        }
                     }
                 });
                 Ok(())
             }
+            // The caller retries, with its own backoff while the broker is unreachable.
             Err(error) => {
                 self.hand_back(&task_ids, &error).await;
                 Err(error)
@@ -313,12 +317,12 @@ impl Outlet {
         }
     }
 
+    /// Marks tasks whose messages the broker did not take as undispatched again.
     async fn hand_back(&self, task_ids: &[String], error: &AmqpError) {
         tracing::warn!(tasks = task_ids.len(), %error, "the broker did not take due tasks; the next dispatch pass publishes them");
         if let Err(undispatch) = self.queries.undispatch(task_ids).await {
             tracing::warn!(tasks = task_ids.len(), error = %undispatch, "could not hand unpublished tasks back; they are republished after the redispatch timeout");
         }
-        self.wakeup.notify_one();
     }
 }
 

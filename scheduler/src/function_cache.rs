@@ -87,10 +87,8 @@ impl FunctionCache {
 
     /// Whether the listener hears of changes now; whichever it is, what was kept is dropped.
     pub fn set_listening(&self, listening: bool) {
-        let mut state = self.lock();
-        state.listening = listening;
-        state.generation += 1;
-        state.entries.clear();
+        self.lock().listening = listening;
+        self.forget_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, CacheState> {

@@ -406,8 +406,7 @@ impl Executor {
         if !matches!(&result.outcome, Err(error) if error.name == CODE_RELEASED) {
             return Ok(result);
         }
-        let current = self.function(name, patient).await?;
-        self.definitions.keep(&current);
+        let current = self.function_at(name, None, patient).await?;
         self.invoke_definition(&current, request_id, event).await
     }
 
