@@ -382,27 +382,21 @@ impl Publisher {
         Ok(Unconfirmed(confirms))
     }
 
-    /// How many messages wait in `queue`, not yet delivered to any consumer, counting every
-    /// message sent through this publisher before the call. Like a publish, drops the
-    /// connection on failure.
+    /// How many messages wait in `queue`, not yet delivered to any consumer. Like a publish,
+    /// drops the connection on failure.
     pub async fn ready_messages(&self, queue: &str) -> Result<u32, AmqpError> {
         let channel = self.channel().await?;
-        let declared = tokio::time::timeout(BROKER_TIMEOUT, async {
-            // A quorum queue counts a message only once it is committed, which its confirm
-            // tells: a count taken before would miss messages still on their way and let the
-            // caller overfill the queue.
-            channel.wait_for_confirms().await?;
-            channel
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-        })
+        let declared = tokio::time::timeout(
+            BROKER_TIMEOUT,
+            channel.queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
         .await;
         let error = match declared {
             Ok(Ok(queue)) => return Ok(queue.message_count()),

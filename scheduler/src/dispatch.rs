@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::amqp::{AmqpError, Publisher, TASKS_QUEUE, TaskMessage};
 use common::db::DispatchQueries;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, RwLock, watch};
 
 use crate::config::DispatchConfig;
 use crate::timer::PreciseTimer;
@@ -49,6 +49,9 @@ pub struct Outlet {
     /// Wakes the dispatcher.
     pub wakeup: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Held shared by every batch of messages from its send until its confirm (or failure),
+    /// so counting the queue can first wait for all of them.
+    unconfirmed: Arc<RwLock<()>>,
 }
 
 impl FastLane {
@@ -227,9 +230,7 @@ impl Dispatcher {
         let found = if at_most_waiting < self.config.window / 2 {
             None
         } else {
-            Some(i64::from(
-                self.outlet.publisher.ready_messages(TASKS_QUEUE).await?,
-            ))
+            Some(self.outlet.ready_messages().await?)
         };
         let began = std::time::Instant::now();
         let mut full = false;
@@ -283,6 +284,32 @@ impl Dispatcher {
 }
 
 impl Outlet {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        queries: DispatchQueries,
+        wakeup: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Outlet {
+            publisher,
+            queries,
+            wakeup,
+            metrics,
+            unconfirmed: Arc::default(),
+        }
+    }
+
+    /// How many messages wait in the `tasks` queue, counting every one this outlet sent
+    /// before. A quorum queue counts a message once it is committed, which its confirm tells:
+    /// a count taken before the confirms still due would miss those messages and let a pass
+    /// overfill the window. (The client's own `wait_for_confirms` is no substitute: it waits
+    /// for the newest message at the time of the call, and when another one is sent before
+    /// that one's confirm arrives, it is never woken.)
+    async fn ready_messages(&self) -> Result<i64, AmqpError> {
+        drop(self.unconfirmed.write().await);
+        Ok(i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?))
+    }
+
     /// Publishes tasks already marked dispatched (by a pass or by the API's fast lane): hands
     /// their messages to the broker, in order, and returns; their confirms are awaited in the
     /// background, so the next pass does not wait for the broker's round trip and log flush
@@ -292,11 +319,14 @@ impl Outlet {
     /// retry); a crash in between leaves them to that timeout.
     async fn publish_marked(&self, task_ids: Vec<String>) -> Result<(), AmqpError> {
         let messages: Vec<_> = task_ids.iter().map(|id| due_message(id)).collect();
+        let unconfirmed = self.unconfirmed.clone().read_owned().await;
         match self.publisher.send_all("", messages).await {
             Ok(sent) => {
                 let outlet = self.clone();
                 tokio::spawn(async move {
-                    match outlet.publisher.confirmed(sent).await {
+                    let confirmed = outlet.publisher.confirmed(sent).await;
+                    drop(unconfirmed);
+                    match confirmed {
                         Ok(()) => outlet
                             .metrics
                             .tasks_dispatched

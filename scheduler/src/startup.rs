@@ -67,12 +67,12 @@ impl Application {
         };
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
-        let outlet = Outlet {
+        let outlet = Outlet::new(
             publisher,
-            queries: DispatchQueries::new(common::db::queue_pool(&config.database)?),
-            wakeup: wakeups.tasks.clone(),
-            metrics: metrics.clone(),
-        };
+            DispatchQueries::new(common::db::queue_pool(&config.database)?),
+            wakeups.tasks.clone(),
+            metrics.clone(),
+        );
         let fast_lane = Arc::new(FastLane::new(outlet.clone()));
         Ok(Application {
             listener,
