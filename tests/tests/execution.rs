@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use harness::{TestScheduler, TestVhost};
+use harness::{TestScheduler, TestVhost, TestWorker, base64, zip_files};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
@@ -701,4 +701,79 @@ async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished
     assert_eq!(dead, 2, "both poison messages were dead-lettered");
     worker.stop().await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn unpacked_code_no_function_uses_any_more_leaves_the_workers_disk() {
+    let app = TestScheduler::start().await;
+    let cache_dir = std::env::temp_dir().join(format!(
+        "task-service-test-cache-{}",
+        common::id::ObjectId::generate()
+    ));
+    let worker = TestWorker::start(&app, |config| {
+        config.worker.concurrency = 1;
+        config.worker.cache_dir = cache_dir.clone();
+        config.worker.released_code_grace_ms = 300;
+    })
+    .await;
+    let code = |answer: u32| {
+        base64(&zip_files(&[(
+            "main.py",
+            &format!("def run(event, context):\n    return {answer}\n"),
+        )]))
+    };
+    let (status, body) = app
+        .post(
+            "/tasks/v1/functions",
+            &json!({"name": "cached", "code": code(1), "entryPoint": "main.run", "runtime": "python3.11"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let db = app.database.connect().await;
+    let unpacked = async || -> std::path::PathBuf {
+        let hash: String = db
+            .query_one(
+                "SELECT code_sha256 FROM functions WHERE name = 'cached'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        cache_dir.join("code").join(hash)
+    };
+    let run = async |answer: u32| {
+        let (_, task) = app
+            .post("/tasks/v1", &json!({"functionName": "cached"}))
+            .await;
+        let task = app.wait_until_finished(task["id"].as_str().unwrap()).await;
+        assert_eq!(task["status"], "complete", "{task}");
+        assert_eq!(task["result"], json!(answer), "{task}");
+    };
+    run(1).await;
+    let first = unpacked().await;
+    assert!(first.is_dir(), "the code is unpacked to run it");
+
+    let (status, _) = app
+        .put("/tasks/v1/functions/cached", &json!({"code": code(2)}))
+        .await;
+    assert_eq!(status, 200);
+    run(2).await;
+    let second = unpacked().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while first.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!first.exists(), "code no function uses leaves the disk");
+    assert!(second.is_dir(), "code a function uses stays");
+
+    // The same code uploaded again is unpacked again.
+    let (status, _) = app
+        .put("/tasks/v1/functions/cached", &json!({"code": code(1)}))
+        .await;
+    assert_eq!(status, 200);
+    run(1).await;
+    assert!(first.is_dir());
+    worker.stop().await;
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&cache_dir);
 }

@@ -50,6 +50,10 @@ pub struct ExecutionConfig {
     pub idle_process_ms: u64,
     /// On SIGTERM, how long running tasks may take to finish before they are handed back.
     pub drain_grace_ms: u64,
+    /// Unpacked code whose archive the database deleted (no function uses it any more) is
+    /// deleted from `cache_dir` this long after: longer than a task runs, so no task of a
+    /// worker sharing the directory is still running it.
+    pub released_code_grace_ms: u64,
     /// How function processes are kept apart from the worker and from each other.
     pub sandbox: SandboxConfig,
 }
@@ -63,6 +67,7 @@ impl Default for ExecutionConfig {
             max_idle_processes: 32,
             idle_process_ms: 300_000,
             drain_grace_ms: 25_000,
+            released_code_grace_ms: 900_000,
             sandbox: SandboxConfig::default(),
         }
     }
@@ -71,6 +76,10 @@ impl Default for ExecutionConfig {
 impl ExecutionConfig {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms.max(300))
+    }
+
+    pub fn released_code_grace(&self) -> Duration {
+        Duration::from_millis(self.released_code_grace_ms.max(100))
     }
 }
 

@@ -25,7 +25,7 @@ use crate::config::WorkerConfig;
 use crate::consumer::{self, Consumer};
 use crate::execute::{Executor, Running};
 use crate::runtime::RuntimePool;
-use crate::runtime::code_cache::CodeCache;
+use crate::runtime::code_cache::{CodeCache, ReleasedCode};
 use crate::runtime::sandbox::Sandbox;
 
 pub struct Worker {
@@ -124,6 +124,11 @@ impl Worker {
                 }
             }
         });
+        loops.spawn(delete_released_code(
+            executor.clone(),
+            self.config.worker.released_code_grace(),
+            loops_stopped.clone(),
+        ));
         let consuming = Arc::new(AtomicBool::new(false));
         let consumer = tokio::spawn(
             Consumer {
@@ -206,4 +211,37 @@ pub async fn run(
     worker.run_until(shutdown).await?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Longest time between two looks for unpacked code no function uses any more.
+const RELEASED_CODE_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes the unpacked code no function uses any more, `grace` after it was released, until
+/// `stop`.
+async fn delete_released_code(
+    executor: Arc<Executor>,
+    grace: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut released = ReleasedCode::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep((grace / 2).min(RELEASED_CODE_CHECK)) => {}
+            _ = common::shutdown::stopped(&mut stop) => return,
+        }
+        match executor
+            .runtimes
+            .delete_released_code(&mut released, grace)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(
+                    directories = deleted,
+                    "deleted function code no function uses any more"
+                )
+            }
+            Err(error) => tracing::warn!(%error, "could not clean up the function code cache"),
+        }
+    }
 }

@@ -192,6 +192,29 @@ impl Functions {
     }
 }
 
+impl Functions {
+    /// Which of these content hashes have a code archive stored.
+    pub async fn stored_code(
+        &self,
+        hashes: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(Default::default());
+        }
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT sha256 FROM function_code WHERE sha256 = ANY($1)",
+                &[&hashes],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
 async fn store_code(
     transaction: &deadpool_postgres::Transaction<'_>,
     code: &CodeArchive,

@@ -1,9 +1,10 @@
 //! Function code unpacked on local disk, one directory per content hash, shared by every
 //! process of every version that has the same code.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::db::Functions;
 use common::domain::{TaskError, TaskErrorType};
@@ -11,6 +12,10 @@ use common::domain::{TaskError, TaskErrorType};
 /// The error name of code no function uses any more, deleted from the database (a
 /// definition read just before its function's code was replaced refers to it).
 pub const CODE_RELEASED: &str = "FunctionCodeReleased";
+
+/// Name prefixes of directories being unpacked or deleted.
+const UNPACKING: &str = ".unpack-";
+const DELETING: &str = ".delete-";
 
 pub struct CodeCache {
     root: PathBuf,
@@ -29,7 +34,7 @@ impl CodeCache {
             name: "InvalidFunctionCode".to_owned(),
             message,
         };
-        if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        if !is_content_hash(sha256) {
             return Err(invalid(format!("malformed code hash `{sha256}`")));
         }
         let directory = self.root.join(sha256);
@@ -55,7 +60,7 @@ impl CodeCache {
         // never sees half an archive; losing the race to another unpacker is fine.
         let temporary = self
             .root
-            .join(format!(".unpack-{}", common::id::ObjectId::generate()));
+            .join(format!("{UNPACKING}{}", common::id::ObjectId::generate()));
         let into = temporary.clone();
         let unpacked = tokio::task::spawn_blocking(move || -> Result<bool, String> {
             std::fs::create_dir_all(&into).map_err(|e| e.to_string())?;
@@ -79,6 +84,92 @@ impl CodeCache {
         placed.map_err(invalid)?;
         Ok(directory)
     }
+}
+
+/// Unpacked code whose archive the database no longer holds, by content hash, and since when
+/// this worker has seen it missing.
+#[derive(Default)]
+pub struct ReleasedCode(HashMap<String, Instant>);
+
+impl CodeCache {
+    /// Deletes the unpacked code no function uses any more (its archive is deleted from the
+    /// database then) once it has been missing from the database for `grace`: a task that
+    /// started on it just before, here or in another worker sharing this cache directory, has
+    /// ended by then. Also deletes what an unpack or a deletion interrupted by a crash left
+    /// behind more than `grace` ago. Returns how many directories went.
+    pub async fn delete_released(
+        &self,
+        released: &mut ReleasedCode,
+        grace: Duration,
+    ) -> anyhow::Result<usize> {
+        let root = self.root.clone();
+        let (unpacked, mut doomed) =
+            tokio::task::spawn_blocking(move || scan(&root, grace)).await??;
+        let stored = self.functions.stored_code(&unpacked).await?;
+        let now = Instant::now();
+        // Forget what was deleted meanwhile or stored again (the same code uploaded anew).
+        released
+            .0
+            .retain(|hash, _| unpacked.contains(hash) && !stored.contains(hash));
+        for hash in unpacked.iter().filter(|hash| !stored.contains(*hash)) {
+            let since = *released.0.entry(hash.clone()).or_insert(now);
+            if now.duration_since(since) >= grace {
+                released.0.remove(hash);
+                doomed.push(self.root.join(hash));
+            }
+        }
+        let root = self.root.clone();
+        let deleted = tokio::task::spawn_blocking(move || {
+            doomed
+                .into_iter()
+                .filter(|directory| delete(&root, directory))
+                .count()
+        })
+        .await?;
+        Ok(deleted)
+    }
+}
+
+/// The content hashes unpacked under `root`, and the directories an unpack or a deletion left
+/// there more than `grace` ago.
+fn scan(root: &Path, grace: Duration) -> std::io::Result<(Vec<String>, Vec<PathBuf>)> {
+    let mut unpacked = Vec::new();
+    let mut leftovers = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_content_hash(&name) {
+            unpacked.push(name);
+        } else if (name.starts_with(UNPACKING) || name.starts_with(DELETING))
+            && entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age >= grace)
+        {
+            leftovers.push(entry.path());
+        }
+    }
+    Ok((unpacked, leftovers))
+}
+
+/// Deletes a directory of the cache; says whether this call did. It is renamed first, so no
+/// worker finds half of the code under its hash (one that needs it again unpacks it anew),
+/// and of workers sharing the directory only one deletes it.
+fn delete(root: &Path, directory: &Path) -> bool {
+    let doomed = root.join(format!("{DELETING}{}", common::id::ObjectId::generate()));
+    match std::fs::rename(directory, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed)) {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+        Err(error) => {
+            tracing::warn!(%error, directory = %directory.display(), "could not delete unused function code");
+            false
+        }
+    }
+}
+
+fn is_content_hash(name: &str) -> bool {
+    name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Longest the byte-code compilation of one archive may take; past it, the processes compile

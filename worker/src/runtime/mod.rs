@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 
-use code_cache::CodeCache;
+use code_cache::{CodeCache, ReleasedCode};
 use common::domain::TaskError;
 use process::{Bootstraps, FunctionProcess, FunctionSpec, InvocationResult};
 use sandbox::{Cell, EnterError, Sandbox};
@@ -212,6 +212,16 @@ impl RuntimePool {
             idle.remove(&key);
         }
         Some(evicted)
+    }
+
+    /// Deletes the unpacked code no function uses any more (see
+    /// [`CodeCache::delete_released`]).
+    pub async fn delete_released_code(
+        &self,
+        released: &mut ReleasedCode,
+        grace: Duration,
+    ) -> anyhow::Result<usize> {
+        self.code.delete_released(released, grace).await
     }
 
     /// Ends processes idle for longer than `max_idle_time`.
