@@ -749,15 +749,18 @@ async fn unpacked_code_no_function_uses_any_more_leaves_the_workers_disk() {
         assert_eq!(task["status"], "complete", "{task}");
         assert_eq!(task["result"], json!(answer), "{task}");
     };
+    let replace_code_and_run = async |answer: u32| {
+        let (status, body) = app
+            .put("/tasks/v1/functions/cached", &json!({"code": code(answer)}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        run(answer).await;
+    };
     run(1).await;
     let first = unpacked().await;
     assert!(first.is_dir(), "the code is unpacked to run it");
 
-    let (status, _) = app
-        .put("/tasks/v1/functions/cached", &json!({"code": code(2)}))
-        .await;
-    assert_eq!(status, 200);
-    run(2).await;
+    replace_code_and_run(2).await;
     let second = unpacked().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while first.exists() && std::time::Instant::now() < deadline {
@@ -767,11 +770,7 @@ async fn unpacked_code_no_function_uses_any_more_leaves_the_workers_disk() {
     assert!(second.is_dir(), "code a function uses stays");
 
     // The same code uploaded again is unpacked again.
-    let (status, _) = app
-        .put("/tasks/v1/functions/cached", &json!({"code": code(1)}))
-        .await;
-    assert_eq!(status, 200);
-    run(1).await;
+    replace_code_and_run(1).await;
     assert!(first.is_dir());
     worker.stop().await;
     app.stop().await;
