@@ -190,9 +190,7 @@ impl Functions {
             .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
-}
 
-impl Functions {
     /// Which of these content hashes have a code archive stored.
     pub async fn stored_code(
         &self,

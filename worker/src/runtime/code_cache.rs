@@ -17,6 +17,11 @@ pub const CODE_RELEASED: &str = "FunctionCodeReleased";
 const UNPACKING: &str = ".unpack-";
 const DELETING: &str = ".delete-";
 
+/// Unpacked code whose archive the database no longer holds, by content hash, and since when
+/// this worker has seen it missing.
+#[derive(Default)]
+pub struct ReleasedCode(HashMap<String, Instant>);
+
 pub struct CodeCache {
     root: PathBuf,
     functions: Functions,
@@ -84,14 +89,7 @@ impl CodeCache {
         placed.map_err(invalid)?;
         Ok(directory)
     }
-}
 
-/// Unpacked code whose archive the database no longer holds, by content hash, and since when
-/// this worker has seen it missing.
-#[derive(Default)]
-pub struct ReleasedCode(HashMap<String, Instant>);
-
-impl CodeCache {
     /// Deletes the unpacked code no function uses any more (its archive is deleted from the
     /// database then) once it has been missing from the database for `grace`: a task that
     /// started on it just before, here or in another worker sharing this cache directory, has
