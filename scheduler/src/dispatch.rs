@@ -44,11 +44,12 @@ pub struct FastLane {
 /// What publishes tasks marked dispatched, for the dispatcher's passes and the fast lane.
 #[derive(Clone)]
 pub struct Outlet {
+    /// Also the outbox relay's.
     pub publisher: Arc<Publisher>,
-    pub queries: DispatchQueries,
+    queries: DispatchQueries,
     /// Wakes the dispatcher.
-    pub wakeup: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
+    wakeup: Arc<Notify>,
+    metrics: Arc<Metrics>,
     /// Held shared by every batch of messages from its send until its confirm (or failure),
     /// so counting the queue can first wait for all of them.
     unconfirmed: Arc<RwLock<()>>,
