@@ -50,14 +50,37 @@ pub fn delivered(
 /// waits for it stalls everything behind it (the dispatcher, the outbox relay).
 pub const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The body of a message on the `tasks` queue: just enough to claim the task in Postgres,
+/// The body of a message on the `tasks` queue: just enough to claim its tasks in Postgres,
 /// which holds everything else. Like [`ApiInvocation`], it ignores fields it does not know,
 /// so a newer scheduler can add one without older workers dead-lettering its messages in
 /// the middle of a rolling upgrade.
+///
+/// Under a backlog one message names several due tasks (the broker's cost is per message,
+/// whatever it holds), in the order they are to start. The first stays in `taskId`, so a
+/// worker of a version before `moreTaskIds` still runs that one; the dispatcher publishes
+/// the others again after its redispatch timeout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskMessage {
     pub task_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_task_ids: Vec<String>,
+}
+
+impl TaskMessage {
+    /// The message naming `task_ids` (at least one), in that order.
+    pub fn of(task_ids: &[String]) -> Option<TaskMessage> {
+        let (first, more) = task_ids.split_first()?;
+        Some(TaskMessage {
+            task_id: first.clone(),
+            more_task_ids: more.to_vec(),
+        })
+    }
+
+    /// Every task the message names, in order.
+    pub fn task_ids(self) -> impl Iterator<Item = String> {
+        std::iter::once(self.task_id).chain(self.more_task_ids)
+    }
 }
 
 /// Largest API-function invocation message: a 6 MB request plus its envelope.
@@ -237,16 +260,27 @@ async fn publish_dead_letter(
     );
     // Keep the evidence but never let a huge poison message fill the dead-letter queue.
     let kept = &body[..body.len().min(64 * 1024)];
+    let properties = BasicProperties::default().with_headers(headers);
+    republish(channel, DEAD_LETTER_QUEUE, kept, properties).await
+}
+
+/// Publishes a persistent message to `queue` with `properties` (a consumer giving a message
+/// back, as it is or in part), waiting for the broker's confirm when the channel is in
+/// confirm mode.
+pub async fn republish(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AmqpError> {
     let published = async {
         channel
             .basic_publish(
                 "".into(),
-                DEAD_LETTER_QUEUE.into(),
+                queue.into(),
                 BasicPublishOptions::default(),
-                kept,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_headers(headers),
+                body,
+                properties.with_delivery_mode(2),
             )
             .await?
             .await
@@ -431,13 +465,26 @@ mod tests {
     }
 
     #[test]
+    fn a_message_of_one_task_is_what_every_worker_version_reads() {
+        let ids = ["t1".to_string(), "t2".into(), "t3".into()];
+        let one = serde_json::to_string(&TaskMessage::of(&ids[..1]).unwrap()).unwrap();
+        assert_eq!(one, r#"{"taskId":"t1"}"#);
+        let three = serde_json::to_string(&TaskMessage::of(&ids).unwrap()).unwrap();
+        assert_eq!(three, r#"{"taskId":"t1","moreTaskIds":["t2","t3"]}"#);
+        let read: TaskMessage = serde_json::from_str(&three).unwrap();
+        assert_eq!(read.task_ids().collect::<Vec<_>>(), ids);
+        assert_eq!(TaskMessage::of(&[]), None);
+    }
+
+    #[test]
     fn work_messages_with_fields_added_by_a_newer_version_are_still_understood() {
         let task: WorkMessage =
             serde_json::from_str(r#"{"taskId": "t1", "functionVersion": 3}"#).unwrap();
         assert_eq!(
             task,
             WorkMessage::Task(TaskMessage {
-                task_id: "t1".into()
+                task_id: "t1".into(),
+                more_task_ids: vec![]
             })
         );
         let call: WorkMessage = serde_json::from_str(

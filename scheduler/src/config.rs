@@ -44,6 +44,9 @@ pub struct DispatchConfig {
     pub window: i64,
     /// Most tasks taken from Postgres in one statement.
     pub batch: i64,
+    /// Most tasks named by one message, when more tasks are due than the window has room
+    /// for: the broker's work is per message, whatever it holds. 1 to 100.
+    pub tasks_per_message: usize,
     /// A published task still unclaimed after this long is published again (lost message).
     pub redispatch_after_ms: u64,
     /// Longest the dispatcher sleeps without a notification (a safety net, not the trigger).
@@ -57,6 +60,7 @@ impl Default for DispatchConfig {
         DispatchConfig {
             window: 64,
             batch: 256,
+            tasks_per_message: 8,
             redispatch_after_ms: 30_000,
             max_sleep_ms: 5_000,
             sweep_interval_ms: 5_000,
@@ -71,6 +75,11 @@ impl DispatchConfig {
 
     pub fn max_sleep(&self) -> Duration {
         Duration::from_millis(self.max_sleep_ms.max(1))
+    }
+
+    /// Keeps a message of 24-character ids within what a worker accepts.
+    pub fn tasks_per_message(&self) -> usize {
+        self.tasks_per_message.clamp(1, 100)
     }
 
     pub fn sweep_interval(&self) -> Duration {

@@ -4,6 +4,7 @@
 //! them, because the broker cannot order 2^53 priorities itself. While no due task waits in
 //! Postgres, the dispatcher lends the window's free room to the API ([`FastLane`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,6 +54,37 @@ pub struct Outlet {
     /// Held shared by every batch of messages from its send until its confirm (or failure),
     /// so counting the queue can first wait for all of them.
     unconfirmed: Arc<RwLock<()>>,
+    sent: Arc<SentMessages>,
+}
+
+/// How many tasks each of the newest messages sent names, newest last. The broker counts
+/// messages and the window is in tasks; the ready messages of a queue consumed in order are
+/// the newest ones.
+#[derive(Default)]
+struct SentMessages(std::sync::Mutex<VecDeque<usize>>);
+
+/// More messages than a window ever holds (a window is bounded by the tasks it names).
+const SENT_MESSAGES_KEPT: usize = 4096;
+
+impl SentMessages {
+    fn record(&self, sizes: impl IntoIterator<Item = usize>) {
+        if let Ok(mut kept) = self.0.lock() {
+            kept.extend(sizes);
+            let excess = kept.len().saturating_sub(SENT_MESSAGES_KEPT);
+            kept.drain(..excess);
+        }
+    }
+
+    /// The tasks named by the newest `messages` messages; one each for those this outlet did
+    /// not send (another scheduler's, a worker's hand-back, a synchronous request).
+    fn tasks_in_newest(&self, messages: usize) -> i64 {
+        let Ok(kept) = self.0.lock() else {
+            return messages as i64;
+        };
+        let known = kept.len().min(messages);
+        let tasks: usize = kept.iter().rev().take(known).sum();
+        (tasks + (messages - known)) as i64
+    }
 }
 
 impl FastLane {
@@ -80,7 +112,7 @@ impl FastLane {
     pub fn publish(&self, task_id: String) {
         let outlet = self.outlet.clone();
         tokio::spawn(async move {
-            if outlet.publish_marked(vec![task_id]).await.is_err() {
+            if outlet.publish_marked(vec![task_id], 1).await.is_err() {
                 outlet.wakeup.notify_one();
             }
         });
@@ -231,7 +263,7 @@ impl Dispatcher {
         let found = if at_most_waiting < self.config.window / 2 {
             None
         } else {
-            Some(self.outlet.ready_messages().await?)
+            Some(self.outlet.waiting_tasks().await?)
         };
         let began = std::time::Instant::now();
         let mut full = false;
@@ -252,10 +284,17 @@ impl Dispatcher {
                 break;
             }
             let count = tasks.len() as i64;
+            // All the room was taken, so more tasks are likely due than the window holds:
+            // several to a message. Otherwise one each, which any free worker can take.
+            let per_message = if count == limit {
+                self.config.tasks_per_message()
+            } else {
+                1
+            };
             // Marked dispatched before they are published, so a worker's claim never waits
             // for this pass.
             let ids = tasks.into_iter().map(|task| task.id).collect();
-            self.outlet.publish_marked(ids).await?;
+            self.outlet.publish_marked(ids, per_message).await?;
             tracing::debug!(tasks = count, "dispatched");
             waiting += count;
             if count < limit {
@@ -297,18 +336,20 @@ impl Outlet {
             wakeup,
             metrics,
             unconfirmed: Arc::default(),
+            sent: Arc::default(),
         }
     }
 
-    /// How many messages wait in the `tasks` queue, counting every one this outlet sent
-    /// before. A quorum queue counts a message once it is committed, which its confirm tells:
-    /// a count taken before the confirms still due would miss those messages and let a pass
-    /// overfill the window. (The client's own `wait_for_confirms` is no substitute: it waits
-    /// for the newest message at the time of the call, and when another one is sent before
-    /// that one's confirm arrives, it is never woken.)
-    async fn ready_messages(&self) -> Result<i64, AmqpError> {
+    /// How many tasks the messages waiting in the `tasks` queue name, counting every message
+    /// this outlet sent before. A quorum queue counts a message once it is committed, which
+    /// its confirm tells: a count taken before the confirms still due would miss those
+    /// messages and let a pass overfill the window. (The client's own `wait_for_confirms` is
+    /// no substitute: it waits for the newest message at the time of the call, and when
+    /// another one is sent before that one's confirm arrives, it is never woken.)
+    async fn waiting_tasks(&self) -> Result<i64, AmqpError> {
         drop(self.unconfirmed.write().await);
-        Ok(i64::from(self.publisher.ready_messages(TASKS_QUEUE).await?))
+        let messages = self.publisher.ready_messages(TASKS_QUEUE).await?;
+        Ok(self.sent.tasks_in_newest(messages as usize))
     }
 
     /// Publishes tasks already marked dispatched (by a pass or by the API's fast lane): hands
@@ -318,11 +359,18 @@ impl Outlet {
     /// does not take are marked undispatched again and the dispatcher woken, so the next pass
     /// publishes them rather than the redispatch timeout (a send that fails is the caller's to
     /// retry); a crash in between leaves them to that timeout.
-    async fn publish_marked(&self, task_ids: Vec<String>) -> Result<(), AmqpError> {
-        let messages: Vec<_> = task_ids.iter().map(|id| due_message(id)).collect();
+    async fn publish_marked(
+        &self,
+        task_ids: Vec<String>,
+        per_message: usize,
+    ) -> Result<(), AmqpError> {
+        let chunks = task_ids.chunks(per_message.max(1));
+        let sizes: Vec<usize> = chunks.clone().map(<[String]>::len).collect();
+        let messages: Vec<_> = chunks.filter_map(due_message).collect();
         let unconfirmed = self.unconfirmed.clone().read_owned().await;
         match self.publisher.send_all("", messages).await {
             Ok(sent) => {
+                self.sent.record(sizes);
                 let outlet = self.clone();
                 tokio::spawn(async move {
                     let confirmed = outlet.publisher.confirmed(sent).await;
@@ -357,13 +405,10 @@ impl Outlet {
     }
 }
 
-/// The message telling workers that a task is due, for the default exchange.
-fn due_message(task_id: &str) -> (String, Vec<u8>) {
-    let message = TaskMessage {
-        task_id: task_id.to_owned(),
-    };
-    let body = serde_json::to_vec(&message).unwrap_or_default();
-    (TASKS_QUEUE.to_owned(), body)
+/// The message telling workers that tasks are due, for the default exchange.
+fn due_message(task_ids: &[String]) -> Option<(String, Vec<u8>)> {
+    let body = serde_json::to_vec(&TaskMessage::of(task_ids)?).ok()?;
+    Some((TASKS_QUEUE.to_owned(), body))
 }
 
 /// Fails the due tasks whose function was deleted, every second (less often while a large
@@ -404,6 +449,22 @@ struct Waiting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_counts_the_tasks_of_the_newest_messages() {
+        let sent = SentMessages::default();
+        sent.record([1, 8, 8, 3]);
+        assert_eq!(sent.tasks_in_newest(0), 0);
+        assert_eq!(sent.tasks_in_newest(2), 11);
+        assert_eq!(sent.tasks_in_newest(4), 20);
+        assert_eq!(
+            sent.tasks_in_newest(6),
+            22,
+            "one each for messages sent by others"
+        );
+        sent.record(std::iter::repeat_n(2, SENT_MESSAGES_KEPT));
+        assert_eq!(sent.0.lock().unwrap().len(), SENT_MESSAGES_KEPT);
+    }
 
     #[test]
     fn a_place_goes_back_only_to_the_lending_it_came_from() {

@@ -98,6 +98,7 @@ impl Requester {
     pub async fn run(&self, task_id: &str, timeout: Duration) -> Result<Vec<u8>, RequestError> {
         let message = WorkMessage::Task(TaskMessage {
             task_id: task_id.to_owned(),
+            more_task_ids: Vec::new(),
         });
         self.request(&message, timeout).await
     }

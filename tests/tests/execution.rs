@@ -489,6 +489,161 @@ async fn tasks_created_while_others_wait_start_by_priority() {
     app.stop().await;
 }
 
+/// Creates `count` tasks of `function` due together `after` from now, with priorities
+/// `count - 1` down to 0; returns their ids, highest priority first.
+async fn create_due_together(
+    app: &TestScheduler,
+    function: &str,
+    data: Value,
+    count: usize,
+    after: Duration,
+) -> Vec<String> {
+    let start = chrono::Utc::now() + after;
+    let start = start.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let mut ids = Vec::new();
+    for priority in (0..count).rev() {
+        let (status, task) = app
+            .post(
+                "/tasks/v1",
+                &json!({"functionName": function, "priority": priority, "startTimestamp": start, "data": data}),
+            )
+            .await;
+        assert_eq!(status, 200, "{task}");
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_backlog_goes_out_several_tasks_to_a_message_within_the_window() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let app = TestScheduler::start_with(|config| {
+        config.dispatch.window = 8;
+        config.dispatch.tasks_per_message = 4;
+    })
+    .await;
+    app.create_noop_function("noop").await;
+    let ids = create_due_together(&app, "noop", json!({}), 10, Duration::from_secs(1)).await;
+
+    // No worker: once due, the window fills with the eight tasks of highest priority, four
+    // to a message, and stays full.
+    let channel = app.vhost.channel().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while channel
+        .queue_declare(
+            "tasks".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing dispatched");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut messages = Vec::new();
+    while let Some(message) = channel
+        .basic_get("tasks".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        messages.push(message);
+    }
+    let named: Vec<Vec<String>> = messages
+        .iter()
+        .map(|message| {
+            let body: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+            let mut named = vec![body["taskId"].as_str().unwrap().to_owned()];
+            for id in body["moreTaskIds"].as_array().unwrap() {
+                named.push(id.as_str().unwrap().to_owned());
+            }
+            named
+        })
+        .collect();
+    assert_eq!(named[..2], [ids[0..4].to_vec(), ids[4..8].to_vec()]);
+    // Taking the messages emptied the window, so a re-check may have sent the rest already,
+    // one to a message as they fit.
+    assert!(
+        named[2..]
+            .iter()
+            .all(|rest| rest.len() == 1 && ids[8..].contains(&rest[0])),
+        "{named:?}"
+    );
+    for message in &messages {
+        message
+            .delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    let worker = app.start_worker(3).await;
+    app.assert_all_complete(&ids).await;
+    let db = app.database.connect().await;
+    let attempts: i64 = db
+        .query_one("SELECT sum(attempt) FROM tasks WHERE id = ANY($1)", &[&ids])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 10, "each task ran once");
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_worker_hands_the_tasks_it_cannot_start_back_to_an_idle_one() {
+    let app = TestScheduler::start_with(|config| {
+        config.dispatch.window = 2;
+        config.dispatch.tasks_per_message = 2;
+    })
+    .await;
+    app.create_function(
+        "long",
+        "testing/sleep",
+        "python3.11",
+        "handler.handle",
+        json!({}),
+    )
+    .await;
+    let first = app.start_worker(1).await;
+    let second = app.start_worker(1).await;
+    // One message names both; whichever worker takes it can start only one.
+    let ids = create_due_together(
+        &app,
+        "long",
+        json!({"seconds": 4}),
+        2,
+        Duration::from_secs(1),
+    )
+    .await;
+    app.assert_all_complete(&ids).await;
+    let db = app.database.connect().await;
+    let overlap: bool = db
+        .query_one(
+            "SELECT max(claimed_at) < min(status_changed_timestamp) FROM tasks WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        overlap,
+        "the second task ran beside the first, on the other worker"
+    );
+    first.stop().await;
+    second.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn canceled_tasks_never_run_even_when_cancel_races_dispatch() {
     let app = TestScheduler::start().await;
@@ -662,7 +817,11 @@ async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished
         .queue_purge("tasks".into(), QueuePurgeOptions::default())
         .await
         .unwrap();
-    for poison in [&b"not json"[..], br#"{"taskId":"zz"}"#] {
+    // A message of several tasks with one bad id among them is refused whole.
+    let one_bad =
+        json!({"taskId": common::id::ObjectId::generate().to_string(), "moreTaskIds": ["zz"]})
+            .to_string();
+    for poison in [&b"not json"[..], br#"{"taskId":"zz"}"#, one_bad.as_bytes()] {
         channel
             .basic_publish(
                 "".into(),
@@ -698,7 +857,7 @@ async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished
         assert!(headers.inner().contains_key("x-reason"));
         dead += 1;
     }
-    assert_eq!(dead, 2, "both poison messages were dead-lettered");
+    assert_eq!(dead, 3, "every poison message was dead-lettered");
     worker.stop().await;
     app.stop().await;
 }

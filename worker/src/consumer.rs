@@ -1,14 +1,18 @@
 //! Consumes the `tasks` queue: claim (what has arrived together, in one statement), ack, run.
-//! At most `concurrency` tasks run at once; a message whose claim fails (canceled, already
-//! claimed, duplicate) is acked and dropped; a message nobody can understand is dead-lettered
-//! with the reason.
+//! At most `concurrency` tasks run at once; a task whose claim fails (canceled, already
+//! claimed, duplicate) is dropped; a message nobody can understand is dead-lettered with the
+//! reason. A message may name several tasks: they start as slots free up, and what has not
+//! started within [`HOLD`] goes back to the queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::amqp::{self, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, WorkMessage};
+use common::amqp::{
+    self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, TaskMessage,
+    WorkMessage,
+};
 use common::db::Lifecycle;
 use common::db::lifecycle::Claimed;
 use common::reconnect::Reconnect;
@@ -105,65 +109,144 @@ impl Consumer {
         reconnect.connected();
         tracing::info!("consuming tasks");
         self.connected.store(true, Ordering::Relaxed);
+        // Messages delivered, oldest first, whose work has not all started. On a lost
+        // connection they go back to the queue unacked.
+        let mut taken = VecDeque::new();
         loop {
-            // Take a message only when a slot is free, so prefetched messages wait in the
-            // broker's accounting instead of piling up here (and a task is claimed only when
-            // it can start: a worker that dies takes no waiting task down with it).
+            while running.try_join_next().is_some() {}
+            let deadline = taken
+                .front()
+                .map(|oldest: &Taken| tokio::time::Instant::from_std(oldest.since + HOLD));
+            // A task is claimed only when a slot is free to start it: a worker that dies takes
+            // no waiting task down with it.
             let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
+                biased;
+                _ = common::shutdown::stopped(stop) => {
+                    // Back to the queue at once, not when the connection closes after the
+                    // drain: another worker can start them meanwhile.
+                    let taken: Vec<&Delivery> = taken.iter().map(|t| &t.delivery).collect();
+                    requeue(&taken).await?;
+                    return Ok(());
+                }
+                delivery = deliveries.next() => {
+                    self.take(&channel, amqp::delivered(delivery)?, &mut taken).await?;
+                    continue;
+                }
+                _ = sleep_until(deadline) => {
+                    if let Some(oldest) = taken.pop_front() {
+                        self.hand_back(&channel, oldest).await?;
+                    }
+                    continue;
+                }
+                permit = slots.clone().acquire_owned(), if !taken.is_empty() => match permit {
                     Ok(permit) => permit,
                     Err(_) => return Ok(()),
                 },
-                _ = common::shutdown::stopped(stop) => return Ok(()),
             };
-            let delivery = tokio::select! {
-                delivery = deliveries.next() => delivery,
-                _ = common::shutdown::stopped(stop) => return Ok(()),
-            };
-            let mut batch = vec![(amqp::delivered(delivery)?, permit)];
-            // Whatever else has already arrived, while slots are free, is claimed with it in
-            // one statement.
-            while let Ok(permit) = slots.clone().try_acquire_owned() {
-                match deliveries.next().now_or_never() {
-                    Some(delivery) => batch.push((amqp::delivered(delivery)?, permit)),
-                    None => break,
-                }
-            }
-            while running.try_join_next().is_some() {}
-            self.accept(&channel, batch, running).await?;
+            self.start(
+                &channel,
+                permit,
+                slots,
+                &mut taken,
+                &mut deliveries,
+                running,
+            )
+            .await?;
         }
     }
 
-    /// Acks each message once its work is secured: tasks claimed in Postgres (one statement
-    /// for the whole batch), or an API call (which a lost message only fails, as its caller
-    /// times out), and starts the work.
-    async fn accept(
+    /// Parses a delivery into work waiting for a slot, or dead-letters it with the reason.
+    async fn take(
         &self,
         channel: &Channel,
-        batch: Vec<(Delivery, OwnedSemaphorePermit)>,
+        delivery: Delivery,
+        taken: &mut VecDeque<Taken>,
+    ) -> anyhow::Result<()> {
+        let work = parse(&delivery.data).and_then(|message| match message {
+            WorkMessage::Api(invocation) => Ok(Work::Api(invocation)),
+            WorkMessage::Task(message) => {
+                let task_ids: VecDeque<String> = message.task_ids().collect();
+                let reply = ReplyTo::of(channel, &delivery);
+                if reply.is_some() && task_ids.len() > 1 {
+                    return Err("a message awaiting a reply names one task only".into());
+                }
+                Ok(Work::Tasks { task_ids, reply })
+            }
+        });
+        match work {
+            Ok(work) => taken.push_back(Taken {
+                delivery,
+                work,
+                since: Instant::now(),
+            }),
+            Err(reason) => {
+                tracing::warn!(%reason, "dead-lettering an unusable task message");
+                if amqp::dead_letter(channel, TASKS_QUEUE, &delivery, &reason).await? {
+                    self.executor
+                        .metrics
+                        .dead_lettered
+                        .with_label_values(&[TASKS_QUEUE])
+                        .inc();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the oldest work waiting, one unit per free slot, with whatever else the broker
+    /// has delivered meanwhile: API calls at once, tasks once claimed in Postgres (one
+    /// statement for all of them). A message is acked once all its work has started.
+    async fn start(
+        &self,
+        channel: &Channel,
+        permit: OwnedSemaphorePermit,
+        slots: &Arc<Semaphore>,
+        taken: &mut VecDeque<Taken>,
+        deliveries: &mut lapin::Consumer,
         running: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
-        let mut tasks = Vec::with_capacity(batch.len());
-        for (delivery, permit) in batch {
-            match parse(&delivery.data) {
-                Ok(WorkMessage::Task(message)) => tasks.push((message.task_id, delivery, permit)),
-                Ok(WorkMessage::Api(invocation)) => {
-                    delivery.ack(BasicAckOptions::default()).await?;
-                    let reply = ReplyTo::of(channel, &delivery);
-                    let executor = self.executor.clone();
-                    running.spawn(async move { executor.run_api(invocation, reply, permit).await });
+        let mut tasks = Vec::new();
+        // The messages all of whose tasks are in `tasks`, in delivery order.
+        let mut settled = Vec::new();
+        let mut permit = Some(permit);
+        while let Some(slot) = permit.take() {
+            if taken.is_empty() {
+                while let Some(delivery) = deliveries.next().now_or_never() {
+                    self.take(channel, amqp::delivered(delivery)?, taken)
+                        .await?;
                 }
-                Err(reason) => {
-                    tracing::warn!(%reason, "dead-lettering an unusable task message");
-                    if amqp::dead_letter(channel, TASKS_QUEUE, &delivery, &reason).await? {
-                        self.executor
-                            .metrics
-                            .dead_lettered
-                            .with_label_values(&[TASKS_QUEUE])
-                            .inc();
+            }
+            let Some(oldest) = taken.front_mut() else {
+                break;
+            };
+            match &mut oldest.work {
+                Work::Api(_) => {
+                    if let Some(Taken {
+                        delivery,
+                        work: Work::Api(invocation),
+                        ..
+                    }) = taken.pop_front()
+                    {
+                        // A lost API call only fails, as its caller times out.
+                        delivery.ack(BasicAckOptions::default()).await?;
+                        let reply = ReplyTo::of(channel, &delivery);
+                        let executor = self.executor.clone();
+                        running
+                            .spawn(async move { executor.run_api(invocation, reply, slot).await });
+                    }
+                }
+                Work::Tasks { task_ids, reply } => {
+                    if let Some(task_id) = task_ids.pop_front() {
+                        tasks.push((task_id, reply.take(), slot));
+                    }
+                    if task_ids.is_empty()
+                        && let Some(done) = taken.pop_front()
+                    {
+                        settled.push(done.delivery);
                     }
                 }
             }
+            permit = slots.clone().try_acquire_owned().ok();
         }
         if tasks.is_empty() {
             return Ok(());
@@ -172,16 +255,15 @@ impl Consumer {
         let claimed = match self.lifecycle.claim(&ids, self.lease).await {
             Ok(claimed) => claimed,
             Err(error) => {
-                // Postgres is unavailable: give the messages back and slow down.
+                // Postgres is unavailable: give every message back (tasks already claimed
+                // from them are not claimed twice) and slow down.
                 tracing::warn!(tasks = tasks.len(), %error, "could not claim tasks; messages requeued");
-                for (_, delivery, _) in &tasks {
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await?;
-                }
+                let unacked: Vec<&Delivery> = settled
+                    .iter()
+                    .chain(taken.iter().map(|t| &t.delivery))
+                    .collect();
+                requeue(&unacked).await?;
+                taken.clear();
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 return Ok(());
             }
@@ -190,29 +272,103 @@ impl Consumer {
             .into_iter()
             .map(|claimed| (claimed.task.id.to_string(), claimed))
             .collect();
-        // Every claimed task starts before the messages are acked: if the broker connection
-        // fails meanwhile, the messages come back, and the claims already held make a second
+        // Every claimed task starts before its message is acked: if the broker connection
+        // fails meanwhile, the message comes back, and the claims already held make a second
         // delivery a no-op.
-        let mut last = None;
-        for (task_id, delivery, permit) in tasks {
+        for (task_id, reply, slot) in tasks {
             match claimed.remove(&task_id) {
                 Some(claimed) => {
-                    let reply = ReplyTo::of(channel, &delivery);
                     let executor = self.executor.clone();
-                    running.spawn(async move { executor.run(claimed, reply, permit).await });
+                    running.spawn(async move { executor.run(claimed, reply, slot).await });
                 }
                 None => {
                     tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped")
                 }
             }
-            last = Some(delivery);
         }
-        // One ack for the batch: every earlier message of this channel has been settled
-        // already (acked, dead-lettered or requeued), so `multiple` covers exactly these.
-        if let Some(last) = last {
+        // One ack for them all: every message delivered before the last of them is settled
+        // already (acked, dead-lettered, handed back, or among them), so `multiple` covers
+        // exactly these.
+        if let Some(last) = settled.last() {
             last.ack(BasicAckOptions { multiple: true }).await?;
         }
         Ok(())
+    }
+
+    /// Gives the work of a message that waited too long for a slot back to the queue, for
+    /// another worker: its tasks not started yet go out again in a new message (with the
+    /// original's reply address), then the original is acked. If the broker does not take
+    /// the new one, the original goes back whole instead (its tasks started meanwhile are
+    /// not claimed twice).
+    async fn hand_back(&self, channel: &Channel, oldest: Taken) -> anyhow::Result<()> {
+        let body = match &oldest.work {
+            Work::Api(_) => Some(oldest.delivery.data.clone()),
+            Work::Tasks { task_ids, .. } => {
+                let task_ids: Vec<String> = task_ids.iter().cloned().collect();
+                TaskMessage::of(&task_ids).and_then(|message| serde_json::to_vec(&message).ok())
+            }
+        };
+        let delivery = oldest.delivery;
+        let republished = match body {
+            Some(body) => {
+                amqp::republish(channel, TASKS_QUEUE, &body, delivery.properties.clone()).await
+            }
+            None => Ok(()),
+        };
+        match republished {
+            Ok(()) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not hand a message back; it is requeued");
+                requeue(&[&delivery]).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a worker keeps a message whose work it has no free slot for before handing that
+/// work back to the queue, so that a busy worker never sits on tasks an idle one could run.
+/// Long enough that a worker busy with short tasks starts what it took without handing
+/// anything back.
+const HOLD: Duration = Duration::from_secs(1);
+
+/// A message taken from the broker whose work has not all started yet.
+struct Taken {
+    delivery: Delivery,
+    work: Work,
+    since: Instant,
+}
+
+enum Work {
+    Api(ApiInvocation),
+    Tasks {
+        /// Those not started yet, in order.
+        task_ids: VecDeque<String>,
+        /// The synchronous caller waiting for the task (direct execution).
+        reply: Option<ReplyTo>,
+    },
+}
+
+/// Gives messages back to the queue whole.
+async fn requeue(deliveries: &[&Delivery]) -> Result<(), lapin::Error> {
+    for delivery in deliveries {
+        delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -233,9 +389,11 @@ fn parse(body: &[u8]) -> Result<WorkMessage, String> {
                     body.len()
                 ));
             }
-            task.task_id
-                .parse::<common::id::ObjectId>()
-                .map_err(|e| e.to_string())?;
+            for task_id in std::iter::once(&task.task_id).chain(&task.more_task_ids) {
+                task_id
+                    .parse::<common::id::ObjectId>()
+                    .map_err(|e| e.to_string())?;
+            }
         }
         WorkMessage::Api(invocation) => {
             if invocation.api_request_id.is_empty() || invocation.api_request_id.len() > 64 {
