@@ -442,15 +442,21 @@ async fn publish(channel: &lapin::Channel, exchange: &str, routing_key: &str, bo
     assert!(!confirmation.is_nack(), "the broker took the message");
 }
 
-/// Unusable task messages: not JSON, another shape, a bad id, too large (twice). Returns how
-/// many, all of which must be dead-lettered.
+/// Unusable task messages: not JSON, another shape, a bad id (alone, or among several),
+/// too large (twice). Returns how many, all of which must be dead-lettered.
 async fn inject_task_poison(channel: &lapin::Channel) -> u64 {
     let long_id = json!({"taskId": "a".repeat(5000)}).to_string();
     let huge = vec![b'x'; 10 * 1024 * 1024];
-    let poison: [&[u8]; 5] = [
+    let one_bad_of_two = json!({
+        "taskId": common::id::ObjectId::generate().to_string(),
+        "moreTaskIds": ["not-an-id"],
+    })
+    .to_string();
+    let poison: [&[u8]; 6] = [
         b"not json",
         br#"{"unexpected": true}"#,
         br#"{"taskId": "not-an-id"}"#,
+        one_bad_of_two.as_bytes(),
         long_id.as_bytes(),
         &huge,
     ];

@@ -389,8 +389,19 @@ async fn direct(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>
                 reqwest::Method::GET,
             ),
         ] {
+            // One unmeasured round first: each client's first call may need a runtime
+            // process of its own started.
+            concurrent_calls(
+                client,
+                method.clone(),
+                &path,
+                options.clients,
+                options.clients,
+            )
+            .await?;
             let started = Instant::now();
-            let mut latencies = concurrent_calls(client, method, &path, options).await?;
+            let mut latencies =
+                concurrent_calls(client, method, &path, options.count, options.clients).await?;
             let seconds = started.elapsed().as_secs_f64();
             let name = format!("{what}, {} concurrent clients", options.clients);
             results.push(summary(&name, &mut latencies));
@@ -409,15 +420,15 @@ async fn concurrent_calls(
     client: &Client,
     method: reqwest::Method,
     path: &str,
-    options: &Options,
+    count: usize,
+    clients: usize,
 ) -> anyhow::Result<Vec<f64>> {
     let mut callers = tokio::task::JoinSet::new();
-    for c in 0..options.clients {
+    for c in 0..clients {
         let http = client.http.clone();
         let url = format!("{}{path}", client.api);
         let method = method.clone();
-        let share =
-            options.count / options.clients + usize::from(c < options.count % options.clients);
+        let share = count / clients + usize::from(c < count % clients);
         callers.spawn(async move {
             let mut latencies = Vec::with_capacity(share);
             for _ in 0..share {
