@@ -869,12 +869,19 @@ async fn unpacked_code_no_function_uses_any_more_leaves_the_workers_disk() {
         "task-service-test-cache-{}",
         common::id::ObjectId::generate()
     ));
-    let worker = TestWorker::start(&app, |config| {
-        config.worker.concurrency = 1;
-        config.worker.cache_dir = cache_dir.clone();
-        config.worker.released_code_grace_ms = 300;
-    })
-    .await;
+    let start_worker = async |app: &TestScheduler| {
+        TestWorker::start(app, |config| {
+            config.worker.concurrency = 1;
+            config.worker.cache_dir = cache_dir.clone();
+            config.worker.released_code_grace_ms = 300;
+        })
+        .await
+    };
+    let worker = start_worker(&app).await;
+    // Another deployment (its own database) whose worker shares the cache directory: none of
+    // the code above is in its database, and it must not delete it.
+    let other = TestScheduler::start().await;
+    let other_worker = start_worker(&other).await;
     let code = |answer: u32| {
         base64(&zip_files(&[(
             "main.py",
@@ -898,7 +905,7 @@ async fn unpacked_code_no_function_uses_any_more_leaves_the_workers_disk() {
             .await
             .unwrap()
             .get(0);
-        cache_dir.join("code").join(hash)
+        worker::runtime::code_cache::code_root(&cache_dir, &app.database.config().url).join(hash)
     };
     let run = async |answer: u32| {
         let (_, task) = app
@@ -927,11 +934,19 @@ async fn unpacked_code_no_function_uses_any_more_leaves_the_workers_disk() {
     }
     assert!(!first.exists(), "code no function uses leaves the disk");
     assert!(second.is_dir(), "code a function uses stays");
+    // Long enough for several sweeps of both workers after the grace.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        second.is_dir(),
+        "the other deployment's worker leaves this one's code alone"
+    );
 
     // The same code uploaded again is unpacked again.
     replace_code_and_run(1).await;
     assert!(first.is_dir());
     worker.stop().await;
+    other_worker.stop().await;
     app.stop().await;
+    other.stop().await;
     let _ = std::fs::remove_dir_all(&cache_dir);
 }

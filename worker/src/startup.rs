@@ -25,7 +25,7 @@ use crate::config::WorkerConfig;
 use crate::consumer::{self, Consumer};
 use crate::execute::{Executor, Running};
 use crate::runtime::RuntimePool;
-use crate::runtime::code_cache::{CodeCache, ReleasedCode};
+use crate::runtime::code_cache::{CodeCache, ReleasedCode, code_root};
 use crate::runtime::sandbox::Sandbox;
 
 pub struct Worker {
@@ -45,12 +45,14 @@ impl Worker {
         let pool = common::db::key_lookup_pool(&config.database)?;
         let secrets = Arc::new(SecretBox::from_config(&config.secrets)?);
         let functions = Functions::new(pool.clone(), secrets);
-        let code = CodeCache::new(config.worker.cache_dir.join("code"), functions.clone());
+        let code_root = code_root(&config.worker.cache_dir, &config.database.url);
+        let code = CodeCache::new(code_root.clone(), functions.clone());
         let metrics = Arc::new(Metrics::new());
         // One sandbox per process the worker may keep: the busy ones and the warm ones.
         let sandbox = Sandbox::prepare(
             &config.worker.sandbox,
             &config.worker.cache_dir,
+            &code_root,
             config.worker.concurrency + config.worker.max_idle_processes,
         )?;
         let runtimes = RuntimePool::new(

@@ -17,6 +17,24 @@ pub const CODE_RELEASED: &str = "FunctionCodeReleased";
 const UNPACKING: &str = ".unpack-";
 const DELETING: &str = ".delete-";
 
+/// Where the code of one database's functions is unpacked, under `cache_dir`. Workers of
+/// several deployments may share a cache directory, and each deletes the code its own
+/// database no longer holds: in a directory of their own, they never delete each other's.
+pub fn code_root(cache_dir: &Path, database_url: &str) -> PathBuf {
+    // The server and the database, not the credentials the URL may hold.
+    let database = match database_url.parse::<deadpool_postgres::tokio_postgres::Config>() {
+        Ok(config) => format!(
+            "{:?} {:?} {}",
+            config.get_hosts(),
+            config.get_ports(),
+            config.get_dbname().unwrap_or_default()
+        ),
+        Err(_) => database_url.to_owned(),
+    };
+    let key = common::code::hex_sha256(database.as_bytes());
+    cache_dir.join("code").join(&key[..16])
+}
+
 /// Unpacked code whose archive the database no longer holds, by content hash, and since when
 /// this worker has seen it missing.
 #[derive(Default)]

@@ -59,15 +59,17 @@ pub enum EnterError {
 }
 
 impl Sandbox {
-    /// Resolves the isolation mode and prepares the directories and the uid range for up to
-    /// `processes` function processes at once. Errors name the configuration key.
+    /// Resolves the isolation mode and prepares the directories (`code_root` is where the
+    /// code is unpacked, under `cache_dir`) and the uid range for up to `processes` function
+    /// processes at once. Errors name the configuration key.
     pub fn prepare(
         config: &SandboxConfig,
         cache_dir: &Path,
+        code_root: &Path,
         processes: usize,
     ) -> anyhow::Result<Sandbox> {
         let work_root = cache_dir.join("work");
-        for directory in [&cache_dir.join("code"), &work_root] {
+        for directory in [&cache_dir.join("code"), code_root, &work_root] {
             // Searchable but not listable: a process reaches its own code and home by name only.
             create_dir_with_mode(directory, 0o711)
                 .with_context(|| format!("preparing worker.cache_dir = {}", cache_dir.display()))?;
@@ -454,7 +456,7 @@ mod tests {
             isolation: Isolation::None,
             ..SandboxConfig::default()
         };
-        let sandbox = Sandbox::prepare(&config, &cache, 2).unwrap();
+        let sandbox = Sandbox::prepare(&config, &cache, &cache.join("code/db"), 2).unwrap();
         let cell = sandbox.enter().unwrap();
         let other = sandbox.enter().unwrap();
         assert_ne!(cell.home(), other.home());
