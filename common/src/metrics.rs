@@ -42,6 +42,9 @@ pub struct Metrics {
     pub events_consumed: IntCounterVec,
     /// Messages moved to the dead-letter queue, by source `queue`.
     pub dead_lettered: IntCounterVec,
+    /// Tasks a worker took from the broker but had no slot for in time, given back to the
+    /// queue for another worker.
+    pub tasks_handed_back: IntCounter,
     /// API-function calls, by `function` and HTTP `status`.
     pub api_requests: IntCounterVec,
     /// Warm function processes waiting in this worker.
@@ -143,6 +146,10 @@ impl Metrics {
                 "tasks_dead_lettered_total",
                 "Messages moved to the dead-letter queue",
                 &["queue"],
+            ),
+            tasks_handed_back: counter(
+                "tasks_handed_back_total",
+                "Tasks a busy worker gave back to the queue for another worker",
             ),
             api_requests: counter_vec(
                 "tasks_api_requests_total",

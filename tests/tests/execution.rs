@@ -639,6 +639,17 @@ async fn a_busy_worker_hands_the_tasks_it_cannot_start_back_to_an_idle_one() {
         overlap,
         "the second task ran beside the first, on the other worker"
     );
+    let mut handed_back = 0.0;
+    for worker in [&first, &second] {
+        let exposition = reqwest::get(format!("{}/metrics", worker.base_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        handed_back += harness::metric_value(&exposition, "tasks_handed_back_total");
+    }
+    assert!(handed_back >= 1.0, "the hand-back is counted");
     first.stop().await;
     second.stop().await;
     app.stop().await;

@@ -301,11 +301,13 @@ impl Consumer {
     /// the new one, the original goes back whole instead (its tasks started meanwhile are
     /// not claimed twice).
     async fn hand_back(&self, channel: &Channel, oldest: Taken) -> anyhow::Result<()> {
-        let body = match &oldest.work {
-            Work::Api(_) => Some(oldest.delivery.data.clone()),
+        let (body, tasks) = match &oldest.work {
+            Work::Api(_) => (Some(oldest.delivery.data.clone()), 0),
             Work::Tasks { task_ids, .. } => {
                 let task_ids: Vec<String> = task_ids.iter().cloned().collect();
-                TaskMessage::of(&task_ids).and_then(|message| serde_json::to_vec(&message).ok())
+                let body = TaskMessage::of(&task_ids)
+                    .and_then(|message| serde_json::to_vec(&message).ok());
+                (body, task_ids.len())
             }
         };
         let delivery = oldest.delivery;
@@ -318,6 +320,7 @@ impl Consumer {
         match republished {
             Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
+                self.executor.metrics.tasks_handed_back.inc_by(tasks as u64);
             }
             Err(error) => {
                 tracing::warn!(%error, "could not hand a message back; it is requeued");
