@@ -364,9 +364,11 @@ impl Outlet {
         task_ids: Vec<String>,
         per_message: usize,
     ) -> Result<(), AmqpError> {
-        let chunks = task_ids.chunks(per_message.max(1));
-        let sizes: Vec<usize> = chunks.clone().map(<[String]>::len).collect();
-        let messages: Vec<_> = chunks.filter_map(due_message).collect();
+        // Each message with the number of tasks it names, so the two never disagree.
+        let (sizes, messages): (Vec<usize>, Vec<_>) = task_ids
+            .chunks(per_message.max(1))
+            .filter_map(|chunk| Some((chunk.len(), due_message(chunk)?)))
+            .unzip();
         let unconfirmed = self.unconfirmed.clone().read_owned().await;
         match self.publisher.send_all("", messages).await {
             Ok(sent) => {

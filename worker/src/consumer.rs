@@ -301,16 +301,16 @@ impl Consumer {
     /// the new one, the original goes back whole instead (its tasks started meanwhile are
     /// not claimed twice).
     async fn hand_back(&self, channel: &Channel, oldest: Taken) -> anyhow::Result<()> {
-        let (body, tasks) = match &oldest.work {
-            Work::Api(_) => (Some(oldest.delivery.data.clone()), 0),
+        let Taken { delivery, work, .. } = oldest;
+        let (body, tasks) = match work {
+            Work::Api(_) => (Some(delivery.data.clone()), 0),
             Work::Tasks { task_ids, .. } => {
-                let task_ids: Vec<String> = task_ids.iter().cloned().collect();
+                let task_ids = Vec::from(task_ids);
                 let body = TaskMessage::of(&task_ids)
                     .and_then(|message| serde_json::to_vec(&message).ok());
                 (body, task_ids.len())
             }
         };
-        let delivery = oldest.delivery;
         let republished = match body {
             Some(body) => {
                 amqp::republish(channel, TASKS_QUEUE, &body, delivery.properties.clone()).await
