@@ -1,12 +1,13 @@
-//! Request/reply over RabbitMQ for synchronous executions: the request goes to the `tasks`
-//! queue like any task, with `reply_to` set to RabbitMQ's direct reply-to pseudo-queue, and the
-//! worker that runs it answers there. Any worker can serve it; nothing polls.
+//! Request/reply over RabbitMQ for synchronous executions: the request goes to the
+//! `tasks.sync` queue, which every worker consumes besides `tasks`, with `reply_to` set to
+//! RabbitMQ's direct reply-to pseudo-queue, and the worker that runs it answers there. Any
+//! worker can serve it; nothing polls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::amqp::{self, TASKS_QUEUE, TaskMessage, WorkMessage};
+use common::amqp::{self, DirectExecution, DirectTask, SYNC_QUEUE, WorkMessage};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
@@ -94,11 +95,14 @@ impl Requester {
         self.channel().await.is_ok()
     }
 
-    /// Sends the task to a worker and waits until its outcome is stored.
-    pub async fn run(&self, task_id: &str, timeout: Duration) -> Result<Vec<u8>, RequestError> {
-        let message = WorkMessage::Task(TaskMessage {
-            task_id: task_id.to_owned(),
-            more_task_ids: Vec::new(),
+    /// Sends a direct execution's task to a worker and waits until its outcome is stored.
+    pub async fn execute(
+        &self,
+        task: &DirectTask,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        let message = WorkMessage::Direct(DirectExecution {
+            execute: task.clone(),
         });
         self.request(&message, timeout).await
     }
@@ -119,7 +123,7 @@ impl Requester {
         let published = channel
             .basic_publish(
                 "".into(),
-                TASKS_QUEUE.into(),
+                SYNC_QUEUE.into(),
                 BasicPublishOptions::default(),
                 &body,
                 BasicProperties::default()

@@ -140,6 +140,49 @@ async fn direct_execution_returns_the_result_and_each_error() {
     app.stop().await;
 }
 
+/// A direct execution whose caller was told it failed never runs later: its request waits in
+/// the queue while no worker is up, and the worker that takes it afterwards finds its task
+/// canceled.
+#[tokio::test]
+async fn an_unanswered_direct_execution_is_canceled_and_never_runs_later() {
+    let app = TestScheduler::start().await;
+    app.create_function(
+        "quick",
+        "testing/noop",
+        "python3.11",
+        "handler.handle",
+        json!({"timeLimit": 3}),
+    )
+    .await;
+    // No worker: the caller waits the time limit and a margin, then gets an error naming the
+    // task.
+    let (status, error) = app
+        .post("/tasks/v1/functions/quick/execute", &json!({}))
+        .await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1405)),
+        "{error}"
+    );
+    let task_id = error["taskId"].as_str().unwrap().to_owned();
+    let status_of = async |id: &str| {
+        let (_, listed) = app.get(&format!("/tasks/v1/?eq(id,{id})")).await;
+        listed["data"][0]["status"].clone()
+    };
+    assert_eq!(status_of(&task_id).await, "canceled");
+
+    // One slot: the stale request is taken first, and a later execution only gets the slot
+    // once that request is settled.
+    let worker = app.start_worker(1).await;
+    let (status, task) = app
+        .post("/tasks/v1/functions/quick/execute", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(status_of(&task_id).await, "canceled", "it never ran");
+    worker.stop().await;
+    app.stop().await;
+}
+
 /// Direct executions and API calls keep function definitions in memory; a change made
 /// elsewhere (another replica, an operator in the database) must still reach them.
 #[tokio::test]

@@ -832,11 +832,24 @@ async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished
     let one_bad =
         json!({"taskId": common::id::ObjectId::generate().to_string(), "moreTaskIds": ["zz"]})
             .to_string();
-    for poison in [&b"not json"[..], br#"{"taskId":"zz"}"#, one_bad.as_bytes()] {
+    // So is a direct execution whose function cannot exist, on the synchronous queue.
+    let bad_name = json!({"execute": {
+        "taskId": common::id::ObjectId::generate().to_string(),
+        "functionName": "no spaces allowed",
+        "data": {},
+        "requestedAt": "2026-11-30T12:00:00Z"
+    }})
+    .to_string();
+    for (queue, poison) in [
+        ("tasks", &b"not json"[..]),
+        ("tasks", br#"{"taskId":"zz"}"#),
+        ("tasks", one_bad.as_bytes()),
+        ("tasks.sync", bad_name.as_bytes()),
+    ] {
         channel
             .basic_publish(
                 "".into(),
-                "tasks".into(),
+                queue.into(),
                 BasicPublishOptions::default(),
                 poison,
                 lapin::BasicProperties::default(),
@@ -868,7 +881,7 @@ async fn malformed_task_messages_are_dead_lettered_and_lost_messages_republished
         assert!(headers.inner().contains_key("x-reason"));
         dead += 1;
     }
-    assert_eq!(dead, 3, "every poison message was dead-lettered");
+    assert_eq!(dead, 4, "every poison message was dead-lettered");
     worker.stop().await;
     app.stop().await;
 }

@@ -1,20 +1,21 @@
-//! Consumes the `tasks` queue: claim (what has arrived together, in one statement), ack, run.
-//! At most `concurrency` tasks run at once; a task whose claim fails (canceled, already
+//! Consumes the `tasks` and `tasks.sync` queues: claim (what has arrived together, in one
+//! statement), ack, run. At most `concurrency` tasks run at once, from both queues together; a task whose claim fails (canceled, already
 //! claimed, duplicate) is dropped; a message nobody can understand is dead-lettered with the
 //! reason. A message may name several tasks: they start as slots free up, and what has not
 //! started within [`HOLD`] goes back to the queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::amqp::DirectTask;
 use common::amqp::{
-    self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TASKS_QUEUE, TaskMessage,
-    WorkMessage,
+    self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, SYNC_QUEUE, TASKS_QUEUE,
+    TaskMessage, WorkMessage,
 };
-use common::db::Lifecycle;
 use common::db::lifecycle::Claimed;
+use common::db::{Lifecycle, StoreError};
 use common::reconnect::Reconnect;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
@@ -33,25 +34,54 @@ pub struct Consumer {
     pub drain_grace: Duration,
     pub lifecycle: Lifecycle,
     pub executor: Arc<Executor>,
-    /// True while consuming from the broker (for readiness).
-    pub connected: Arc<AtomicBool>,
+    /// How many of [`QUEUES`] are being consumed (for readiness).
+    pub connected: Arc<AtomicUsize>,
+}
+
+/// The queues a worker consumes, each on a channel of its own (acks with `multiple` count on
+/// the order of one channel's deliveries), with the reconnection's name in logs.
+pub const QUEUES: [(&str, &str); 2] = [
+    (TASKS_QUEUE, "broker (task consumer)"),
+    (SYNC_QUEUE, "broker (synchronous request consumer)"),
+];
+
+/// A queue being consumed and the channel its deliveries came on.
+struct Inlet {
+    queue: &'static str,
+    channel: Channel,
 }
 
 impl Consumer {
-    /// Consumes until `stop` turns true, reconnecting to the broker when it goes away, then
-    /// waits for the running tasks.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Consumes every queue of [`QUEUES`] until `stop` turns true, then waits for the running
+    /// tasks.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.concurrency));
+        let [(tasks, tasks_name), (sync, sync_name)] = QUEUES;
+        let running = tokio::join!(
+            self.consume_queue(tasks, tasks_name, &slots, stop.clone()),
+            self.consume_queue(sync, sync_name, &slots, stop),
+        );
+        self.drain([running.0, running.1]).await;
+    }
+
+    /// Consumes `queue` until `stop` turns true, reconnecting to the broker when it goes away;
+    /// returns the executions it started that may still run.
+    async fn consume_queue(
+        &self,
+        queue: &'static str,
+        name: &'static str,
+        slots: &Arc<Semaphore>,
+        mut stop: watch::Receiver<bool>,
+    ) -> JoinSet<()> {
         let mut running = JoinSet::new();
-        let mut reconnect = Reconnect::new("broker (task consumer)");
+        let mut reconnect = Reconnect::new(name);
         while !*stop.borrow() {
             match self
-                .consume(&slots, &mut running, &mut stop, &mut reconnect)
+                .consume(queue, slots, &mut running, &mut stop, &mut reconnect)
                 .await
             {
                 Ok(()) => break,
                 Err(error) => {
-                    self.connected.store(false, Ordering::Relaxed);
                     self.executor
                         .metrics
                         .broker_reconnects
@@ -65,15 +95,17 @@ impl Consumer {
                 }
             }
         }
-        self.drain(running).await;
+        running
     }
 
     /// Lets running tasks finish within the grace period, then stops the rest and hands their
     /// tasks back (`new`, attempt fenced) so another worker runs them instead of the sweeper
     /// failing them as zombies.
-    async fn drain(&self, mut running: JoinSet<()>) {
+    async fn drain<const N: usize>(&self, mut running: [JoinSet<()>; N]) {
         let finished = tokio::time::timeout(self.drain_grace, async {
-            while running.join_next().await.is_some() {}
+            for set in &mut running {
+                while set.join_next().await.is_some() {}
+            }
         })
         .await;
         if finished.is_ok() {
@@ -81,8 +113,10 @@ impl Consumer {
         }
         let unfinished = self.executor.running.snapshot();
         // Dropping the executions kills their function processes.
-        running.abort_all();
-        while running.join_next().await.is_some() {}
+        for set in &mut running {
+            set.abort_all();
+            while set.join_next().await.is_some() {}
+        }
         for (task_id, attempt) in unfinished {
             match self.lifecycle.hand_back(&task_id, attempt).await {
                 Ok(true) => {
@@ -98,6 +132,7 @@ impl Consumer {
 
     async fn consume(
         &self,
+        queue: &'static str,
         slots: &Arc<Semaphore>,
         running: &mut JoinSet<()>,
         stop: &mut watch::Receiver<bool>,
@@ -105,10 +140,12 @@ impl Consumer {
     ) -> anyhow::Result<()> {
         let prefetch = self.concurrency.min(u16::MAX as usize) as u16;
         let (_connection, channel, mut deliveries) =
-            amqp::open_consumer(&self.amqp_url, TASKS_QUEUE, prefetch).await?;
+            amqp::open_consumer(&self.amqp_url, queue, prefetch).await?;
+        let inlet = Inlet { queue, channel };
         reconnect.connected();
-        tracing::info!("consuming tasks");
-        self.connected.store(true, Ordering::Relaxed);
+        tracing::info!(queue, "consuming");
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        let _consuming = Consuming(&self.connected);
         // Messages delivered, oldest first, whose work has not all started. On a lost
         // connection they go back to the queue unacked.
         let mut taken = VecDeque::new();
@@ -129,12 +166,12 @@ impl Consumer {
                     return Ok(());
                 }
                 delivery = deliveries.next() => {
-                    self.take(&channel, amqp::delivered(delivery)?, &mut taken).await?;
+                    self.take(&inlet, amqp::delivered(delivery)?, &mut taken).await?;
                     continue;
                 }
                 _ = sleep_until(deadline) => {
                     if let Some(oldest) = taken.pop_front() {
-                        self.hand_back(&channel, oldest).await?;
+                        self.hand_back(&inlet, oldest).await?;
                     }
                     continue;
                 }
@@ -143,30 +180,27 @@ impl Consumer {
                     Err(_) => return Ok(()),
                 },
             };
-            self.start(
-                &channel,
-                permit,
-                slots,
-                &mut taken,
-                &mut deliveries,
-                running,
-            )
-            .await?;
+            self.start(&inlet, permit, slots, &mut taken, &mut deliveries, running)
+                .await?;
         }
     }
 
     /// Parses a delivery into work waiting for a slot, or dead-letters it with the reason.
     async fn take(
         &self,
-        channel: &Channel,
+        inlet: &Inlet,
         delivery: Delivery,
         taken: &mut VecDeque<Taken>,
     ) -> anyhow::Result<()> {
         let work = parse(&delivery.data).and_then(|message| match message {
             WorkMessage::Api(invocation) => Ok(Work::Api(invocation)),
+            WorkMessage::Direct(direct) => Ok(Work::Direct {
+                task: direct.execute,
+                reply: ReplyTo::of(&inlet.channel, &delivery),
+            }),
             WorkMessage::Task(message) => {
                 let task_ids: VecDeque<String> = message.task_ids().collect();
-                let reply = ReplyTo::of(channel, &delivery);
+                let reply = ReplyTo::of(&inlet.channel, &delivery);
                 if reply.is_some() && task_ids.len() > 1 {
                     return Err("a message awaiting a reply names one task only".into());
                 }
@@ -181,11 +215,11 @@ impl Consumer {
             }),
             Err(reason) => {
                 tracing::warn!(%reason, "dead-lettering an unusable task message");
-                if amqp::dead_letter(channel, TASKS_QUEUE, &delivery, &reason).await? {
+                if amqp::dead_letter(&inlet.channel, inlet.queue, &delivery, &reason).await? {
                     self.executor
                         .metrics
                         .dead_lettered
-                        .with_label_values(&[TASKS_QUEUE])
+                        .with_label_values(&[inlet.queue])
                         .inc();
                 }
             }
@@ -195,10 +229,11 @@ impl Consumer {
 
     /// Starts the oldest work waiting, one unit per free slot, with whatever else the broker
     /// has delivered meanwhile: API calls at once, tasks once claimed in Postgres (one
-    /// statement for all of them). A message is acked once all its work has started.
+    /// statement for all of them, and one for each direct execution's, which is stored as it
+    /// is claimed). A message is acked once all its work has started.
     async fn start(
         &self,
-        channel: &Channel,
+        inlet: &Inlet,
         permit: OwnedSemaphorePermit,
         slots: &Arc<Semaphore>,
         taken: &mut VecDeque<Taken>,
@@ -206,14 +241,14 @@ impl Consumer {
         running: &mut JoinSet<()>,
     ) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
-        // The messages all of whose tasks are in `tasks`, in delivery order.
+        let mut direct = Vec::new();
+        // The messages all of whose tasks are in `tasks` or `direct`, in delivery order.
         let mut settled = Vec::new();
         let mut permit = Some(permit);
         while let Some(slot) = permit.take() {
             if taken.is_empty() {
                 while let Some(delivery) = deliveries.next().now_or_never() {
-                    self.take(channel, amqp::delivered(delivery)?, taken)
-                        .await?;
+                    self.take(inlet, amqp::delivered(delivery)?, taken).await?;
                 }
             }
             let Some(oldest) = taken.front_mut() else {
@@ -229,10 +264,21 @@ impl Consumer {
                     {
                         // A lost API call only fails, as its caller times out.
                         delivery.ack(BasicAckOptions::default()).await?;
-                        let reply = ReplyTo::of(channel, &delivery);
+                        let reply = ReplyTo::of(&inlet.channel, &delivery);
                         let executor = self.executor.clone();
                         running
                             .spawn(async move { executor.run_api(invocation, reply, slot).await });
+                    }
+                }
+                Work::Direct { .. } => {
+                    if let Some(Taken {
+                        delivery,
+                        work: Work::Direct { task, reply },
+                        ..
+                    }) = taken.pop_front()
+                    {
+                        direct.push((task, reply, slot));
+                        settled.push(delivery);
                     }
                 }
                 Work::Tasks { task_ids, reply } => {
@@ -248,33 +294,68 @@ impl Consumer {
             }
             permit = slots.clone().try_acquire_owned().ok();
         }
+        if settled.is_empty() && tasks.is_empty() {
+            return Ok(());
+        }
+        // Every claimed task starts before its message is acked: if the broker connection
+        // fails meanwhile, the message comes back, and the claims already held make a second
+        // delivery a no-op.
+        let mut unavailable = self.start_tasks(tasks, running).await.err();
+        for (task, reply, slot) in direct {
+            match self.lifecycle.claim_direct(&task, self.lease).await {
+                Ok(Some(claimed)) => {
+                    let executor = self.executor.clone();
+                    running.spawn(async move { executor.run(claimed, reply, slot).await });
+                }
+                // Its caller reads what became of the task.
+                Ok(None) => {
+                    if let Some(reply) = reply {
+                        let answer = serde_json::json!({ "taskId": task.task_id });
+                        reply.send(answer.to_string().as_bytes()).await;
+                    }
+                }
+                Err(error) => unavailable = Some(error),
+            }
+        }
+        if let Some(error) = unavailable {
+            // Postgres is unavailable: give every message back (tasks already claimed from
+            // them are not claimed twice) and slow down.
+            tracing::warn!(%error, "could not claim tasks; messages requeued");
+            let unacked: Vec<&Delivery> = settled
+                .iter()
+                .chain(taken.iter().map(|t| &t.delivery))
+                .collect();
+            requeue(&unacked).await?;
+            taken.clear();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Ok(());
+        }
+        // One ack for them all: every message delivered before the last of them is settled
+        // already (acked, dead-lettered, handed back, or among them), so `multiple` covers
+        // exactly these.
+        if let Some(last) = settled.last() {
+            last.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims `tasks` (one statement) and starts those claimed.
+    async fn start_tasks(
+        &self,
+        tasks: Vec<(String, Option<ReplyTo>, OwnedSemaphorePermit)>,
+        running: &mut JoinSet<()>,
+    ) -> Result<(), StoreError> {
         if tasks.is_empty() {
             return Ok(());
         }
         let ids: Vec<&str> = tasks.iter().map(|(id, _, _)| id.as_str()).collect();
-        let claimed = match self.lifecycle.claim(&ids, self.lease).await {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                // Postgres is unavailable: give every message back (tasks already claimed
-                // from them are not claimed twice) and slow down.
-                tracing::warn!(tasks = tasks.len(), %error, "could not claim tasks; messages requeued");
-                let unacked: Vec<&Delivery> = settled
-                    .iter()
-                    .chain(taken.iter().map(|t| &t.delivery))
-                    .collect();
-                requeue(&unacked).await?;
-                taken.clear();
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return Ok(());
-            }
-        };
-        let mut claimed: HashMap<String, Claimed> = claimed
+        let mut claimed: HashMap<String, Claimed> = self
+            .lifecycle
+            .claim(&ids, self.lease)
+            .await?
             .into_iter()
             .map(|claimed| (claimed.task.id.to_string(), claimed))
             .collect();
-        // Every claimed task starts before its message is acked: if the broker connection
-        // fails meanwhile, the message comes back, and the claims already held make a second
-        // delivery a no-op.
         for (task_id, reply, slot) in tasks {
             match claimed.remove(&task_id) {
                 Some(claimed) => {
@@ -286,12 +367,6 @@ impl Consumer {
                 }
             }
         }
-        // One ack for them all: every message delivered before the last of them is settled
-        // already (acked, dead-lettered, handed back, or among them), so `multiple` covers
-        // exactly these.
-        if let Some(last) = settled.last() {
-            last.ack(BasicAckOptions { multiple: true }).await?;
-        }
         Ok(())
     }
 
@@ -300,10 +375,10 @@ impl Consumer {
     /// original's reply address), then the original is acked. If the broker does not take
     /// the new one, the original goes back whole instead (its tasks started meanwhile are
     /// not claimed twice).
-    async fn hand_back(&self, channel: &Channel, oldest: Taken) -> anyhow::Result<()> {
+    async fn hand_back(&self, inlet: &Inlet, oldest: Taken) -> anyhow::Result<()> {
         let Taken { delivery, work, .. } = oldest;
         let (body, tasks) = match work {
-            Work::Api(_) => (Some(delivery.data.clone()), 0),
+            Work::Api(_) | Work::Direct { .. } => (Some(delivery.data.clone()), 0),
             Work::Tasks { task_ids, .. } => {
                 let task_ids = Vec::from(task_ids);
                 let body = TaskMessage::of(&task_ids)
@@ -313,7 +388,13 @@ impl Consumer {
         };
         let republished = match body {
             Some(body) => {
-                amqp::republish(channel, TASKS_QUEUE, &body, delivery.properties.clone()).await
+                amqp::republish(
+                    &inlet.channel,
+                    inlet.queue,
+                    &body,
+                    delivery.properties.clone(),
+                )
+                .await
             }
             None => Ok(()),
         };
@@ -346,12 +427,26 @@ struct Taken {
 
 enum Work {
     Api(ApiInvocation),
+    Direct {
+        task: DirectTask,
+        /// The synchronous caller waiting for it.
+        reply: Option<ReplyTo>,
+    },
     Tasks {
         /// Those not started yet, in order.
         task_ids: VecDeque<String>,
         /// The synchronous caller waiting for the task (direct execution).
         reply: Option<ReplyTo>,
     },
+}
+
+/// Counts a queue as consumed while it lives.
+struct Consuming<'a>(&'a AtomicUsize);
+
+impl Drop for Consuming<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Gives messages back to the queue whole.
@@ -402,6 +497,9 @@ fn parse(body: &[u8]) -> Result<WorkMessage, String> {
             if invocation.api_request_id.is_empty() || invocation.api_request_id.len() > 64 {
                 return Err("an API invocation needs an apiRequestId of 1 to 64 characters".into());
             }
+        }
+        WorkMessage::Direct(direct) => {
+            common::domain::FunctionName::parse(&direct.execute.function_name)?;
         }
     }
     Ok(message)

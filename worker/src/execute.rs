@@ -68,7 +68,7 @@ impl ReplyTo {
         })
     }
 
-    async fn send(self, body: &[u8]) {
+    pub(crate) async fn send(self, body: &[u8]) {
         let published = self
             .channel
             .basic_publish(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::secrets::SecretBox;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use axum::extract::State;
@@ -131,7 +131,7 @@ impl Worker {
             self.config.worker.released_code_grace(),
             loops_stopped.clone(),
         ));
-        let consuming = Arc::new(AtomicBool::new(false));
+        let consuming = Arc::new(AtomicUsize::new(0));
         let consumer = tokio::spawn(
             Consumer {
                 amqp_url: self.config.amqp.url.clone(),
@@ -173,7 +173,7 @@ impl Worker {
 struct Health {
     pool: Pool,
     metrics: Arc<Metrics>,
-    consuming: Arc<AtomicBool>,
+    consuming: Arc<AtomicUsize>,
 }
 
 async fn metrics(
@@ -189,7 +189,7 @@ async fn metrics(
 /// Postgres answers and the worker is consuming from RabbitMQ.
 async fn ready(State(health): State<Health>) -> (StatusCode, Json<Value>) {
     let database = common::db::is_reachable(&health.pool).await;
-    let broker = health.consuming.load(Ordering::Relaxed);
+    let broker = health.consuming.load(Ordering::Relaxed) == crate::consumer::QUEUES.len();
     let status = if database && broker {
         StatusCode::OK
     } else {

@@ -22,6 +22,7 @@ use super::log_lines::LogColumns;
 use super::outbox;
 use super::task_logs::{LogLine, TASK_LOGS};
 use super::tasks::task_from_row;
+use crate::amqp::DirectTask;
 use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
 use crate::id::ObjectId;
 
@@ -113,6 +114,54 @@ impl Lifecycle {
                 })
             })
             .collect()
+    }
+
+    /// Stores a direct execution's task already claimed (`inProgress`, attempt 1, a fresh
+    /// lease) if its function exists and no task has its id yet. `None` when it was not
+    /// stored: a second delivery of its message, a task the API canceled once its caller
+    /// stopped waiting, or a function deleted since the request.
+    pub async fn claim_direct(
+        &self,
+        task: &DirectTask,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, \
+                   start_timestamp, priority, created_by_application_id, created_by_user_id, \
+                   source, attempt, lease_expires_at, claimed_at, creation_timestamp, update_timestamp) \
+                 SELECT $1, f.name, 'inProgress', $6, $3, $7, 0, $4, $5, 'direct', 1, \
+                   now() + $8 * interval '1 second', clock_timestamp(), $7, $6 \
+                 FROM functions f WHERE f.name = $2 \
+                 ON CONFLICT (id) DO NOTHING \
+                 RETURNING tasks.*, \
+                   (SELECT f.version FROM functions f WHERE f.name = tasks.function_name) AS function_version",
+            )
+            .await?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[
+                    &task.task_id.to_string(),
+                    &task.function_name,
+                    &task.data,
+                    &task.created_by_application_id,
+                    &task.created_by_user_id,
+                    &crate::time::now(),
+                    &crate::time::truncate_to_millis(task.requested_at),
+                    &lease.as_secs_f64(),
+                ],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(Claimed {
+                task: task_from_row(&row)?,
+                attempt: row.try_get("attempt")?,
+                function_version: row.try_get("function_version")?,
+            })
+        })
+        .transpose()
     }
 
     /// Extends the leases of running attempts; returns how many are still owned.

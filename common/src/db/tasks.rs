@@ -9,8 +9,9 @@ use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
 
+use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
-use super::{SKIP_FLUSH, StoreError};
+use crate::amqp::DirectTask;
 use crate::domain::{Task, TaskError, TaskSource, TaskStatus};
 use crate::id::ObjectId;
 use crate::rql::{Field, FieldKind, Schema};
@@ -134,9 +135,35 @@ impl Tasks {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// Cancels a task if it is still `new`; returns whether it was.
-    pub async fn cancel_if_new(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        Ok(self.cancel(id).await? == CancelOutcome::Canceled)
+    /// Stores the task of a direct execution whose caller stopped waiting as `canceled`,
+    /// unless a worker stored (so started) it already; then no worker can start it later.
+    /// Says whether it was canceled.
+    pub async fn cancel_direct(&self, task: &DirectTask) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, \
+                   start_timestamp, priority, created_by_application_id, created_by_user_id, \
+                   source, creation_timestamp, update_timestamp) \
+                 VALUES ($1, $2, 'canceled', $6, $3, $7, 0, $4, $5, 'direct', $7, $6) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await?;
+        let inserted = client
+            .execute(
+                &statement,
+                &[
+                    &task.task_id.to_string(),
+                    &task.function_name,
+                    &task.data,
+                    &task.created_by_application_id,
+                    &task.created_by_user_id,
+                    &crate::time::now(),
+                    &crate::time::truncate_to_millis(task.requested_at),
+                ],
+            )
+            .await?;
+        Ok(inserted == 1)
     }
 
     pub async fn find(&self, id: &ObjectId) -> Result<Option<Task>, StoreError> {
@@ -252,7 +279,6 @@ async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created
                AS n(id, function_name, data, tags, start_timestamp, priority, application_id, \
                  user_id, retry_for, source, published_by_creator) \
              JOIN functions f ON f.name = n.function_name \
-             CROSS JOIN (SELECT CASE WHEN $13 THEN {SKIP_FLUSH} END) AS commit_mode \
              RETURNING {COLUMNS}, dispatched_at IS NOT NULL AS dispatched"
         ))
         .await?;
@@ -270,12 +296,6 @@ async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created
         .iter()
         .map(|task| Value::from(task.retry_for_task_ids.clone()))
         .collect();
-    // A direct execution's caller is answered only once the worker stored the outcome, and
-    // the worker's claim, a durable commit, flushes the WAL before it (this insert) to disk
-    // before the function runs. So a batch of direct executions alone need not wait for its
-    // own flush: a crash of the database host in the moment between could only lose a task
-    // that never ran and whose caller gets an error.
-    let flushed_by_claim = tasks.iter().all(|t| t.source == TaskSource::Direct);
     let rows = client
         .query(
             &statement,
@@ -304,7 +324,6 @@ async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created
                     .iter()
                     .map(|t| t.published_by_creator)
                     .collect::<Vec<_>>(),
-                &flushed_by_claim,
             ],
         )
         .await?;

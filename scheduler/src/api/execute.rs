@@ -1,6 +1,7 @@
 //! `POST /tasks/v1/functions/{name}/execute`: run a function now and answer with its result.
-//! A task is created as for any execution and kept; the request travels to a worker over
-//! RabbitMQ and the worker's answer comes back on a direct reply-to queue.
+//! A task is created as for any execution and kept: the request travels to a worker over
+//! RabbitMQ with the task in it, the worker stores the task as it claims it, and its answer
+//! comes back on a direct reply-to queue.
 
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::auth::{FunctionCall, Identity};
-use common::db::tasks::NewTask;
-use common::domain::{PermissionMode, Task, TaskErrorType, TaskSource, TaskStatus};
+use common::amqp::DirectTask;
+use common::domain::{PermissionMode, Task, TaskErrorType, TaskStatus};
+use common::id::ObjectId;
 
 use super::AppState;
 use super::body::OptionalJsonObject;
@@ -62,52 +64,43 @@ pub async fn execute(
             task_id: None,
         });
     }
-    let task = state
-        .tasks
-        .insert(NewTask {
-            function_name: name.clone(),
-            data,
-            tags: Vec::new(),
-            priority: Some(0),
-            start_timestamp: common::time::now(),
-            created_by_application_id: identity.application_id(),
-            created_by_user_id: identity.user_id(),
-            retry_for_task_ids: Vec::new(),
-            source: TaskSource::Direct,
-            published_by_creator: true,
-        })
-        .await?
-        .ok_or_else(|| unknown_function(&name))?
-        .task;
+    let task = DirectTask {
+        task_id: ObjectId::generate(),
+        function_name: name.clone(),
+        data,
+        requested_at: common::time::now(),
+        created_by_application_id: identity.application_id(),
+        created_by_user_id: identity.user_id(),
+    };
+    let task_id = task.task_id;
     state
         .metrics
         .tasks_created
         .with_label_values(&["direct"])
         .inc();
-    // No dispatcher wake-up: the requester publishes the task itself, and it is stored as
-    // dispatched, so the dispatcher would find nothing to do.
     let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
-    let answer = match state.requester.run(&task.id.to_string(), wait).await {
+    let answer = match state.requester.execute(&task, wait).await {
         Ok(answer) => answer,
         Err(error) => {
             // Never let an execution the caller was told failed run later.
-            if let Err(cancel_error) = state.tasks.cancel_if_new(&task.id).await {
-                tracing::warn!(task_id = %task.id, error = %cancel_error, "could not cancel an unanswered execution");
+            if let Err(cancel_error) = state.tasks.cancel_direct(&task).await {
+                tracing::warn!(task_id = %task_id, error = %cancel_error, "could not cancel an unanswered execution");
             }
             return Err(ApiError::LambdaInvocation {
                 message: format!("The function could not be executed: {error}"),
-                task_id: Some(task.id.to_string()),
+                task_id: Some(task_id.to_string()),
             });
         }
     };
     if let Some(completed) = completed_task(&answer) {
         return Ok(Json(completed).into_response());
     }
+    // The worker did not store the task when its function was deleted meanwhile.
     let task = state
         .tasks
-        .find(&task.id)
+        .find(&task_id)
         .await?
-        .ok_or_else(|| ApiError::unknown(format_args!("task {}", task.id)))?;
+        .ok_or_else(|| unknown_function(&name))?;
     match (task.status, &task.error) {
         (TaskStatus::Complete, _) => Ok(Json(task).into_response()),
         (TaskStatus::Failed, Some(error)) if error.kind == TaskErrorType::Runtime => {
