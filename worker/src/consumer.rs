@@ -1,7 +1,7 @@
 //! Consumes the `tasks` and `tasks.sync` queues: claim (what has arrived together, in one
-//! statement), ack, run. At most `concurrency` tasks run at once, from both queues together; a task whose claim fails (canceled, already
-//! claimed, duplicate) is dropped; a message nobody can understand is dead-lettered with the
-//! reason. A message may name several tasks: they start as slots free up, and what has not
+//! statement), ack, run. At most `concurrency` tasks run at once, from both queues together;
+//! a task whose claim fails (canceled, already claimed, duplicate) is dropped; a message
+//! nobody can understand is dead-lettered with the reason. A message may name several tasks: they start as slots free up, and what has not
 //! started within [`HOLD`] goes back to the queue.
 
 use std::collections::{HashMap, VecDeque};
@@ -197,6 +197,7 @@ impl Consumer {
             WorkMessage::Direct(direct) => Ok(Work::Direct {
                 task: direct.execute,
                 reply: ReplyTo::of(&inlet.channel, &delivery),
+                redelivered: delivery.redelivered,
             }),
             WorkMessage::Task(message) => {
                 let task_ids: VecDeque<String> = message.task_ids().collect();
@@ -273,11 +274,16 @@ impl Consumer {
                 Work::Direct { .. } => {
                     if let Some(Taken {
                         delivery,
-                        work: Work::Direct { task, reply },
+                        work:
+                            Work::Direct {
+                                task,
+                                reply,
+                                redelivered,
+                            },
                         ..
                     }) = taken.pop_front()
                     {
-                        direct.push((task, reply, slot));
+                        direct.push((task, reply, redelivered, slot));
                         settled.push(delivery);
                     }
                 }
@@ -301,15 +307,16 @@ impl Consumer {
         // fails meanwhile, the message comes back, and the claims already held make a second
         // delivery a no-op.
         let mut unavailable = self.start_tasks(tasks, running).await.err();
-        for (task, reply, slot) in direct {
+        for (task, reply, redelivered, slot) in direct {
             match self.lifecycle.claim_direct(&task, self.lease).await {
                 Ok(Some(claimed)) => {
                     let executor = self.executor.clone();
                     running.spawn(async move { executor.run(claimed, reply, slot).await });
                 }
-                // Its caller reads what became of the task.
+                // Its caller reads what became of the task. Not after a redelivery: the task
+                // may be running from the first delivery, whose worker is to answer.
                 Ok(None) => {
-                    if let Some(reply) = reply {
+                    if let Some(reply) = reply.filter(|_| !redelivered) {
                         let answer = serde_json::json!({ "taskId": task.task_id });
                         reply.send(answer.to_string().as_bytes()).await;
                     }
@@ -431,6 +438,7 @@ enum Work {
         task: DirectTask,
         /// The synchronous caller waiting for it.
         reply: Option<ReplyTo>,
+        redelivered: bool,
     },
     Tasks {
         /// Those not started yet, in order.
