@@ -21,7 +21,7 @@ use super::StoreError;
 use super::log_lines::LogColumns;
 use super::outbox;
 use super::task_logs::{LogLine, TASK_LOGS};
-use super::tasks::task_from_row;
+use super::tasks::{DirectTaskRow, task_from_row};
 use crate::amqp::DirectTask;
 use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
 use crate::id::ObjectId;
@@ -139,21 +139,11 @@ impl Lifecycle {
                    (SELECT f.version FROM functions f WHERE f.name = tasks.function_name) AS function_version",
             )
             .await?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[
-                    &task.task_id.to_string(),
-                    &task.function_name,
-                    &task.data,
-                    &task.created_by_application_id,
-                    &task.created_by_user_id,
-                    &crate::time::now(),
-                    &crate::time::truncate_to_millis(task.requested_at),
-                    &lease.as_secs_f64(),
-                ],
-            )
-            .await?;
+        let stored = DirectTaskRow::of(task);
+        let lease = lease.as_secs_f64();
+        let mut params = stored.params();
+        params.push(&lease);
+        let row = client.query_opt(&statement, &params).await?;
         row.map(|row| {
             Ok(Claimed {
                 task: task_from_row(&row)?,

@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
@@ -150,18 +151,7 @@ impl Tasks {
             )
             .await?;
         let inserted = client
-            .execute(
-                &statement,
-                &[
-                    &task.task_id.to_string(),
-                    &task.function_name,
-                    &task.data,
-                    &task.created_by_application_id,
-                    &task.created_by_user_id,
-                    &crate::time::now(),
-                    &crate::time::truncate_to_millis(task.requested_at),
-                ],
-            )
+            .execute(&statement, &DirectTaskRow::of(task).params())
             .await?;
         Ok(inserted == 1)
     }
@@ -214,6 +204,38 @@ impl Tasks {
         }
         let status: String = row.try_get(0)?;
         Ok(CancelOutcome::NotCancelable(parse_status(&status)?))
+    }
+}
+
+/// The parameters `$1` to `$7` of the statements that store a direct execution's task: id,
+/// function name, data, application, user, now, and the time of the request.
+pub(super) struct DirectTaskRow<'a> {
+    id: String,
+    task: &'a DirectTask,
+    now: DateTime<Utc>,
+    requested_at: DateTime<Utc>,
+}
+
+impl<'a> DirectTaskRow<'a> {
+    pub(super) fn of(task: &'a DirectTask) -> Self {
+        DirectTaskRow {
+            id: task.task_id.to_string(),
+            task,
+            now: crate::time::now(),
+            requested_at: crate::time::truncate_to_millis(task.requested_at),
+        }
+    }
+
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.id,
+            &self.task.function_name,
+            &self.task.data,
+            &self.task.created_by_application_id,
+            &self.task.created_by_user_id,
+            &self.now,
+            &self.requested_at,
+        ]
     }
 }
 

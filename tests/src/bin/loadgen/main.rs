@@ -389,13 +389,15 @@ async fn direct(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>
                 reqwest::Method::GET,
             ),
         ] {
-            // One unmeasured round first: each client's first call may need a runtime
-            // process of its own started.
+            // Unmeasured calls first, ten per client, so that as many runtime processes run
+            // as the measured calls keep busy. One round was not enough: a call that ended
+            // early let its process serve another client's first call, and the measured
+            // calls then paid for the process starts (p99 of 100-300 ms in some runs).
             concurrent_calls(
                 client,
                 method.clone(),
                 &path,
-                options.clients,
+                options.clients * 10,
                 options.clients,
             )
             .await?;
