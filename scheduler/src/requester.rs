@@ -107,7 +107,9 @@ impl Requester {
         self.request(&message, timeout).await
     }
 
-    /// Sends work to a worker and waits for its answer.
+    /// Sends work to a worker and waits for its answer. The request expires in the queue
+    /// when its caller stops waiting: a function must not run for a caller who was told it
+    /// failed, when workers come back after an outage, say.
     pub async fn request(
         &self,
         message: &WorkMessage,
@@ -129,7 +131,8 @@ impl Requester {
                 BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_reply_to(REPLY_TO.into())
-                    .with_correlation_id(correlation.as_str().into()),
+                    .with_correlation_id(correlation.as_str().into())
+                    .with_expiration(timeout.as_millis().to_string().as_str().into()),
             )
             .await;
         let outcome = match published {

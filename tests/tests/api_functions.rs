@@ -210,3 +210,56 @@ async fn api_functions_refuse_long_time_limits() {
     assert_eq!((status, body["code"].as_u64()), (400, Some(1411)), "{body}");
     app.stop().await;
 }
+
+/// A call whose caller was told it failed (no worker answered in time) never runs later: its
+/// request expires in the queue with the caller's wait.
+#[tokio::test]
+async fn an_unanswered_api_call_never_runs_later() {
+    let app = TestScheduler::start().await;
+    let code = base64(&zip_files(&[(
+        "app.py",
+        "def handle(event, context):\n    print('ran')\n    return {'statusCode': 200, 'body': {'ok': True}}\n",
+    )]));
+    let (status, body) = app
+        .post("/tasks/v1/functions", &json!({"name": "late", "code": code, "entryPoint": "app.handle", "runtime": "python3.11", "timeLimit": 3}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // No worker: the caller waits the time limit and a margin, then gets an error.
+    let (status, error) = app.get("/tasks/v1/api/late/first").await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1405)),
+        "{error}"
+    );
+
+    // A 1-slot worker started now would take a request still queued before the next one.
+    let worker = app.start_worker(1).await;
+    let (status, _) = app.get("/tasks/v1/api/late/second").await;
+    assert_eq!(status, 200);
+    let mut calls = Value::Null;
+    for _ in 0..50 {
+        let (_, list) = app
+            .get("/tasks/v1/apiRequests?eq(functionName,late)&sort(timestamp)")
+            .await;
+        if list["page"]["total"] == 2 {
+            calls = list;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(calls["page"]["total"], 2, "{calls}");
+    let logs_of = async |call: &Value| {
+        app.get(&format!(
+            "/tasks/v1/apiRequests/{}/logs",
+            call["id"].as_str().unwrap()
+        ))
+        .await
+        .1
+    };
+    let logs = logs_of(&calls["data"][0]).await;
+    assert_eq!(logs["code"], 1413, "the first call never ran: {logs}");
+    let logs = logs_of(&calls["data"][1]).await;
+    assert_eq!(logs["data"][0]["message"], "ran", "{logs}");
+    worker.stop().await;
+    app.stop().await;
+}

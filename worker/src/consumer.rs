@@ -383,9 +383,23 @@ impl Consumer {
     /// the new one, the original goes back whole instead (its tasks started meanwhile are
     /// not claimed twice).
     async fn hand_back(&self, inlet: &Inlet, oldest: Taken) -> anyhow::Result<()> {
-        let Taken { delivery, work, .. } = oldest;
+        let Taken {
+            delivery,
+            work,
+            since,
+        } = oldest;
+        // A synchronous request expires when its caller stops waiting: it goes back with what
+        // is left of that wait, and not at all once nothing is.
+        let mut properties = delivery.properties.clone();
+        let expiration_left = expiration_left(&properties, since.elapsed());
+        if let Some(left) = expiration_left {
+            properties = properties.with_expiration(left.to_string().as_str().into());
+        }
         let (body, tasks) = match work {
-            Work::Api(_) | Work::Direct { .. } => (Some(delivery.data.clone()), 0),
+            Work::Api(_) | Work::Direct { .. } => (
+                Some(delivery.data.clone()).filter(|_| expiration_left != Some(0)),
+                0,
+            ),
             Work::Tasks { task_ids, .. } => {
                 let task_ids = Vec::from(task_ids);
                 let body = TaskMessage::of(&task_ids)
@@ -394,15 +408,7 @@ impl Consumer {
             }
         };
         let republished = match body {
-            Some(body) => {
-                amqp::republish(
-                    &inlet.channel,
-                    inlet.queue,
-                    &body,
-                    delivery.properties.clone(),
-                )
-                .await
-            }
+            Some(body) => amqp::republish(&inlet.channel, inlet.queue, &body, properties).await,
             None => Ok(()),
         };
         match republished {
@@ -455,6 +461,12 @@ impl Drop for Consuming<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What is left of a message's expiry, in milliseconds, once it was held for `held`.
+fn expiration_left(properties: &lapin::BasicProperties, held: Duration) -> Option<u128> {
+    let expiration: u128 = properties.expiration().as_ref()?.as_str().parse().ok()?;
+    Some(expiration.saturating_sub(held.as_millis()))
 }
 
 /// Gives messages back to the queue whole.
@@ -541,3 +553,22 @@ pub async fn renew_leases(
 
 /// How soon a failed lease renewal is tried again.
 const RENEW_RETRY: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handed_back_request_keeps_only_what_is_left_of_its_expiry() {
+        let with =
+            |expiration: &str| lapin::BasicProperties::default().with_expiration(expiration.into());
+        let held = Duration::from_millis(1500);
+        assert_eq!(expiration_left(&with("8000"), held), Some(6500));
+        assert_eq!(expiration_left(&with("1000"), held), Some(0));
+        assert_eq!(expiration_left(&with("soon"), held), None);
+        assert_eq!(
+            expiration_left(&lapin::BasicProperties::default(), held),
+            None
+        );
+    }
+}
