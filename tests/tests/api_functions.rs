@@ -52,6 +52,25 @@ async fn create_python(app: &TestScheduler, name: &str, source: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// The recorded calls of `function`, oldest first, once there are `count` (calls are recorded
+/// after their response is sent).
+async fn recorded_calls(app: &TestScheduler, function: &str, count: u64) -> Value {
+    let mut list = Value::Null;
+    for _ in 0..50 {
+        list = app
+            .get(&format!(
+                "/tasks/v1/apiRequests?eq(functionName,{function})&sort(timestamp)"
+            ))
+            .await
+            .1;
+        if list["page"]["total"] == count {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not {count} calls recorded: {list}");
+}
+
 #[tokio::test]
 async fn api_functions_answer_requests_and_are_recorded() {
     let app = TestScheduler::start().await;
@@ -152,18 +171,7 @@ async fn api_functions_answer_requests_and_are_recorded() {
     assert_eq!((status, body["code"].as_u64()), (404, Some(16)));
 
     // Every call is recorded, with its logs.
-    let mut recorded = Value::Null;
-    for _ in 0..50 {
-        let (_, list) = app
-            .get("/tasks/v1/apiRequests?eq(functionName,echo)&sort(timestamp)")
-            .await;
-        if list["page"]["total"] == 3 {
-            recorded = list;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(recorded["page"]["total"], 3, "{recorded}");
+    let recorded = recorded_calls(&app, "echo", 3).await;
     let first = &recorded["data"][0];
     assert_eq!(first["method"], "GET");
     assert_eq!(first["path"], "/hello/world?x=1&y=a%20b");
@@ -236,18 +244,7 @@ async fn an_unanswered_api_call_never_runs_later() {
     let worker = app.start_worker(1).await;
     let (status, _) = app.get("/tasks/v1/api/late/second").await;
     assert_eq!(status, 200);
-    let mut calls = Value::Null;
-    for _ in 0..50 {
-        let (_, list) = app
-            .get("/tasks/v1/apiRequests?eq(functionName,late)&sort(timestamp)")
-            .await;
-        if list["page"]["total"] == 2 {
-            calls = list;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(calls["page"]["total"], 2, "{calls}");
+    let calls = recorded_calls(&app, "late", 2).await;
     let logs_of = async |call: &Value| {
         app.get(&format!(
             "/tasks/v1/apiRequests/{}/logs",
