@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::amqp::{self, DirectExecution, DirectTask, SYNC_QUEUE, WorkMessage};
+use common::amqp::{self, SYNC_QUEUE};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
@@ -95,24 +95,13 @@ impl Requester {
         self.channel().await.is_ok()
     }
 
-    /// Sends a direct execution's task to a worker and waits until its outcome is stored.
-    pub async fn execute(
-        &self,
-        task: &DirectTask,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, RequestError> {
-        let message = WorkMessage::Direct(DirectExecution {
-            execute: task.clone(),
-        });
-        self.request(&message, timeout).await
-    }
-
-    /// Sends work to a worker and waits for its answer. The request expires in the queue
-    /// when its caller stops waiting: a function must not run for a caller who was told it
-    /// failed, when workers come back after an outage, say.
+    /// Sends work to a worker (a [`common::amqp::WorkMessage`], or the body of one of its
+    /// variants) and waits for its answer. The request expires in the queue when its caller
+    /// stops waiting: a function must not run for a caller who was told it failed, when
+    /// workers come back after an outage, say.
     pub async fn request(
         &self,
-        message: &WorkMessage,
+        message: &impl serde::Serialize,
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
         let channel = self.channel().await?;

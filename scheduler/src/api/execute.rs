@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::auth::{FunctionCall, Identity};
-use common::amqp::DirectTask;
+use common::amqp::{DirectExecution, DirectTask};
 use common::domain::{PermissionMode, Task, TaskErrorType, TaskStatus};
 use common::id::ObjectId;
 
@@ -64,26 +64,28 @@ pub async fn execute(
             task_id: None,
         });
     }
-    let task = DirectTask {
-        task_id: ObjectId::generate(),
-        function_name: name.clone(),
-        data,
-        requested_at: common::time::now(),
-        created_by_application_id: identity.application_id(),
-        created_by_user_id: identity.user_id(),
+    let execution = DirectExecution {
+        execute: DirectTask {
+            task_id: ObjectId::generate(),
+            function_name: name.clone(),
+            data,
+            requested_at: common::time::now(),
+            created_by_application_id: identity.application_id(),
+            created_by_user_id: identity.user_id(),
+        },
     };
-    let task_id = task.task_id;
+    let task_id = execution.execute.task_id;
     state
         .metrics
         .tasks_created
         .with_label_values(&["direct"])
         .inc();
     let wait = Duration::from_secs(function.time_limit.max(1) as u64) + ANSWER_MARGIN;
-    let answer = match state.requester.execute(&task, wait).await {
+    let answer = match state.requester.request(&execution, wait).await {
         Ok(answer) => answer,
         Err(error) => {
             // Never let an execution the caller was told failed run later.
-            if let Err(cancel_error) = state.tasks.cancel_direct(&task).await {
+            if let Err(cancel_error) = state.tasks.cancel_direct(&execution.execute).await {
                 tracing::warn!(task_id = %task_id, error = %cancel_error, "could not cancel an unanswered execution");
             }
             return Err(ApiError::LambdaInvocation {
