@@ -559,11 +559,15 @@ impl TestScheduler {
         ids
     }
 
-    /// Waits for every task and asserts it completed.
+    /// Waits for every task and asserts it completed; a failure shows the task's logs (its
+    /// function process's output), which say why.
     pub async fn assert_all_complete(&self, ids: &[String]) {
         for id in ids {
             let task = self.wait_until_finished(id).await;
-            assert_eq!(task["status"], "complete", "{task}");
+            if task["status"] != "complete" {
+                let (_, logs) = self.get(&format!("/tasks/v1/{id}/logs")).await;
+                panic!("task {id} did not complete: {task}\nits logs: {logs}");
+            }
         }
     }
 
