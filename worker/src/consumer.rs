@@ -317,8 +317,7 @@ impl Consumer {
                 // may be running from the first delivery, whose worker is to answer.
                 Ok(None) => {
                     if let Some(reply) = reply.filter(|_| !redelivered) {
-                        let answer = serde_json::json!({ "taskId": task.task_id });
-                        reply.send(answer.to_string().as_bytes()).await;
+                        reply.send_task(&task.task_id.to_string(), None).await;
                     }
                 }
                 Err(error) => unavailable = Some(error),

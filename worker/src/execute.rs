@@ -68,7 +68,17 @@ impl ReplyTo {
         })
     }
 
-    pub(crate) async fn send(self, body: &[u8]) {
+    /// Answers a direct execution's caller: with the task as stored when it completed, else
+    /// with its id alone, and the caller reads what became of it.
+    pub(crate) async fn send_task(self, task_id: &str, completed: Option<&Task>) {
+        let answer = match completed {
+            Some(task) => serde_json::json!({ "taskId": task_id, "task": task }),
+            None => serde_json::json!({ "taskId": task_id }),
+        };
+        self.send(answer.to_string().as_bytes()).await;
+    }
+
+    async fn send(self, body: &[u8]) {
         let published = self
             .channel
             .basic_publish(
@@ -166,12 +176,9 @@ impl Executor {
             .with_label_values(&labels)
             .observe(started.elapsed().as_secs_f64());
         if let Some(reply) = reply {
-            let answer = match completed.filter(|_| stored_complete) {
-                Some(task) => serde_json::json!({ "taskId": task_id, "task": task }),
-                // The caller reads the stored outcome itself.
-                None => serde_json::json!({ "taskId": task_id }),
-            };
-            reply.send(answer.to_string().as_bytes()).await;
+            reply
+                .send_task(&task_id, completed.filter(|_| stored_complete).as_ref())
+                .await;
         }
     }
 
