@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 pub mod faults;
 pub mod private;
+pub mod test_host;
 
 use base64::Engine;
 use serde_json::Value;
@@ -622,40 +623,29 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A third-party API stub: answers every request with `status` and records each request line
-/// with whether it carried `Authorization: Bearer secret-token`.
-pub async fn third_party_stub(
+/// A third-party API stub on a host of its own (see [`test_host`]): answers every request with
+/// `status` and records each request line with whether it carried
+/// `Authorization: Bearer secret-token`. It serves until the returned server is dropped.
+pub fn third_party_stub(
     status: u16,
-) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    test_host::TestHostServer,
+) {
     let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorded = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let recorded = recorded.clone();
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 8192];
-                let n = socket.read(&mut buffer).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buffer[..n]).to_string();
-                let first_line = request.lines().next().unwrap_or_default().to_owned();
-                let authorized = request
-                    .to_ascii_lowercase()
-                    .contains("authorization: bearer secret-token");
-                if let Ok(mut recorded) = recorded.lock() {
-                    recorded.push(format!("{first_line} auth={authorized}"));
-                }
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
+    let server = test_host::TestHost::create(&[]).serve(80, move |request| {
+        let first_line = request.lines().next().unwrap_or_default().to_owned();
+        let authorized = request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer secret-token");
+        if let Ok(mut recorded) = recorded.lock() {
+            recorded.push(format!("{first_line} auth={authorized}"));
         }
+        test_host::http_response(status, "{}")
     });
-    (format!("http://{address}"), requests)
+    (format!("http://{}", server.address), requests, server)
 }
 
 /// Publishes a platform event as a platform service would: JSON, persistent, routing key =

@@ -7,7 +7,7 @@ use serde_json::json;
 async fn gdpr_user_delete_calls_the_third_party_and_reports_outages() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(2).await;
-    let (url, requests) = third_party_stub(204).await;
+    let (url, requests, _third_party) = third_party_stub(204);
     app.create_function(
         "gdpr",
         "gdpr-user-delete",
@@ -35,7 +35,7 @@ async fn gdpr_user_delete_calls_the_third_party_and_reports_outages() {
         vec!["DELETE /users/user-42 HTTP/1.1 auth=true".to_owned()]
     );
 
-    let (down, _) = third_party_stub(503).await;
+    let (down, _, _down) = third_party_stub(503);
     app.put(
         "/tasks/v1/functions/gdpr",
         &json!({"environmentVariables": {"THIRD_PARTY_API_URL": {"value": down}}}),

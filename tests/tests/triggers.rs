@@ -91,7 +91,7 @@ async fn trigger_crud_and_validation() {
 async fn measurement_and_user_deleted_events_run_the_example_functions() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(2).await;
-    let (url, requests) = third_party_stub(200).await;
+    let (url, requests, _third_party) = third_party_stub(200);
     app.create_function(
         "measure",
         "measurement-processor",

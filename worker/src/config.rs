@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cidr::CidrList;
 use common::config::{AmqpConfig, DatabaseConfig, LogConfig};
 use common::secrets::SecretsConfig;
 
@@ -103,10 +104,20 @@ pub enum Isolation {
     None,
 }
 
+/// Whether the connections of function processes are filtered (see `runtime::sandbox::egress`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Functions reach the outside world but not this host, link-local addresses, the
+    /// service's database and broker, or `egress_deny`. Start fails when `users` or
+    /// `bubblewrap` isolation cannot enforce it; `auto` warns.
+    #[default]
+    Filtered,
+    /// No filter: functions reach whatever the worker reaches. An explicit opt-out.
+    Unfiltered,
+}
+
 /// Limits and isolation of function processes.
-///
-/// Cgroups are not used, so the memory of one function is bounded per process:
-/// `max_processes` × the function's `memoryLimit` is what a function that forks can commit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
@@ -127,6 +138,12 @@ pub struct SandboxConfig {
     pub max_open_files: u64,
     /// Largest file a function process may write, in MB (`RLIMIT_FSIZE`).
     pub max_file_size_mb: u64,
+    /// Whether function processes' connections are filtered.
+    pub network: Network,
+    /// Ranges functions may not connect to, besides those always refused.
+    pub egress_deny: CidrList,
+    /// Ranges functions may connect to even where a rule refuses them.
+    pub egress_allow: CidrList,
 }
 
 impl Default for SandboxConfig {
@@ -139,6 +156,9 @@ impl Default for SandboxConfig {
             max_processes: 64,
             max_open_files: 1024,
             max_file_size_mb: 512,
+            network: Network::Filtered,
+            egress_deny: CidrList::default(),
+            egress_allow: CidrList::default(),
         }
     }
 }
@@ -168,6 +188,16 @@ mod tests {
         assert_eq!(config.worker.sandbox.isolation, Isolation::Bubblewrap);
         assert_eq!(config.worker.sandbox.uid_base, 100_000);
         assert_eq!(config.worker.sandbox.max_file_size_mb, 16);
+        assert_eq!(config.worker.sandbox.network, Network::Filtered);
+        let config = load(&[
+            ("TASKS__WORKER__SANDBOX__NETWORK", "unfiltered"),
+            ("TASKS__WORKER__SANDBOX__EGRESS_DENY", "10.0.0.0/8,fd00::/8"),
+            ("TASKS__WORKER__SANDBOX__EGRESS_ALLOW", "10.1.2.3"),
+        ])
+        .unwrap();
+        assert_eq!(config.worker.sandbox.network, Network::Unfiltered);
+        assert_eq!(config.worker.sandbox.egress_deny.0.len(), 2);
+        assert_eq!(config.worker.sandbox.egress_allow.0.len(), 1);
     }
 
     #[test]
@@ -180,5 +210,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("max_threads"), "{error}");
+        let error = load(&[("TASKS__WORKER__SANDBOX__EGRESS_DENY", "10.0.0.0/40")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("egress_deny"), "{error}");
     }
 }

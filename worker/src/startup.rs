@@ -54,6 +54,7 @@ impl Worker {
             &config.worker.cache_dir,
             &code_root,
             config.worker.concurrency + config.worker.max_idle_processes,
+            &service_addresses(&config).await,
         )?;
         let runtimes = RuntimePool::new(
             &config.worker.cache_dir,
@@ -246,4 +247,33 @@ async fn delete_released_code(
             Err(error) => tracing::warn!(%error, "could not clean up the function code cache"),
         }
     }
+}
+
+/// The addresses of the worker's database and broker, which function processes must not reach.
+/// A host that does not resolve now is left out: the worker cannot reach it either, and says so
+/// when it connects.
+async fn service_addresses(config: &WorkerConfig) -> Vec<std::net::IpAddr> {
+    let mut endpoints: Vec<(String, u16)> = Vec::new();
+    if let Ok(database) = config.database.url.parse::<tokio_postgres::Config>() {
+        let ports = database.get_ports();
+        for (index, host) in database.get_hosts().iter().enumerate() {
+            if let tokio_postgres::config::Host::Tcp(host) = host {
+                let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+                endpoints.push((host.clone(), port));
+            }
+        }
+    }
+    if let Ok(broker) = config.amqp.url.parse::<lapin::uri::AMQPUri>() {
+        endpoints.push((broker.authority.host, broker.authority.port));
+    }
+    let mut addresses = Vec::new();
+    for (host, port) in endpoints {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => addresses.extend(found.map(|address| address.ip())),
+            Err(error) => {
+                tracing::warn!(%host, %error, "could not resolve a service host to keep functions off it")
+            }
+        }
+    }
+    addresses
 }

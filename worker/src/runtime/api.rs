@@ -75,9 +75,17 @@ impl Drop for RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Serves on a free loopback port; with `owner`, only to sockets of that uid.
-    pub async fn start(function_name: &str, owner: Option<u32>) -> std::io::Result<RuntimeApi> {
+    /// Serves on a free loopback port; with `owner`, only to sockets of that uid. With `mark`,
+    /// the listening socket carries the mark the sandbox's network filter lets through.
+    pub async fn start(
+        function_name: &str,
+        owner: Option<u32>,
+        mark: Option<u32>,
+    ) -> std::io::Result<RuntimeApi> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        if let Some(mark) = mark {
+            super::sandbox::egress::mark_socket(&listener, mark)?;
+        }
         let address = listener.local_addr()?;
         let listener = OwnerOnly {
             inner: listener,

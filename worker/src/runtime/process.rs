@@ -68,7 +68,7 @@ impl FunctionProcess {
         sandbox: &Sandbox,
         cell: Cell,
     ) -> Result<FunctionProcess, TaskError> {
-        let api = RuntimeApi::start(&spec.name, cell.uid())
+        let api = RuntimeApi::start(&spec.name, cell.uid(), sandbox.runtime_api_mark())
             .await
             .map_err(|e| {
                 TaskError::invocation(

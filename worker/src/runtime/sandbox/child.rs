@@ -18,6 +18,8 @@ pub struct Limits {
     pub open_files: u64,
     /// `RLIMIT_FSIZE`.
     pub file_size_bytes: u64,
+    /// The system calls refused to the process (see `seccomp`), with a filtered network.
+    pub seccomp: Option<&'static [libc::sock_filter]>,
 }
 
 impl Limits {
@@ -38,6 +40,12 @@ impl Limits {
         unsafe {
             // No set-uid program can give the function back privileges.
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        }
+        if let Some(filter) = self.seccomp {
+            super::seccomp::install(filter)?;
+        }
+        // SAFETY: as above.
+        unsafe {
             // If the worker dies (even by SIGKILL) its function processes die with it.
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
             // The worker may have died before the line above: then nobody would kill us.

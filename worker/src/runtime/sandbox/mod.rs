@@ -8,19 +8,23 @@
 //! mode the process gets rlimits, no descriptors of the worker, and dies with the worker.
 
 mod child;
+pub mod egress;
 mod ipc;
+mod seccomp;
 pub mod uids;
 
 use std::ffi::OsString;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 
-use crate::config::{Isolation, SandboxConfig};
+use crate::config::{Isolation, Network, SandboxConfig};
 use child::Limits;
+use egress::{EgressFilter, EgressPolicy};
 use uids::{UidLease, UidPool, kill_all_of};
 
 /// How processes are isolated, as resolved at start.
@@ -48,6 +52,8 @@ pub struct Sandbox {
     file_size_bytes: u64,
     /// Names homes without uid isolation.
     next_home: AtomicU64,
+    /// The filter of the sandbox uids' connections, when there is one.
+    egress: Option<EgressFilter>,
 }
 
 /// Why no sandbox could be set up for a new process.
@@ -60,13 +66,15 @@ pub enum EnterError {
 
 impl Sandbox {
     /// Resolves the isolation mode and prepares the directories (`code_root` is where the
-    /// code is unpacked, under `cache_dir`) and the uid range for up to `processes` function
-    /// processes at once. Errors name the configuration key.
+    /// code is unpacked, under `cache_dir`), the uid range for up to `processes` function
+    /// processes at once and the filter keeping them off `service_addresses` (the database's
+    /// and the broker's). Errors name the configuration key.
     pub fn prepare(
         config: &SandboxConfig,
         cache_dir: &Path,
         code_root: &Path,
         processes: usize,
+        service_addresses: &[IpAddr],
     ) -> anyhow::Result<Sandbox> {
         let work_root = cache_dir.join("work");
         for directory in [&cache_dir.join("code"), code_root, &work_root] {
@@ -87,6 +95,7 @@ impl Sandbox {
             open_files: config.max_open_files,
             file_size_bytes: config.max_file_size_mb.saturating_mul(1024 * 1024),
             next_home: AtomicU64::new(0),
+            egress: None,
         };
         match config.isolation {
             Isolation::None => {}
@@ -94,9 +103,10 @@ impl Sandbox {
             Isolation::Auto if euid() == 0 => sandbox.isolate(config, count, None)?,
             Isolation::Auto => tracing::warn!(
                 "FUNCTIONS ARE NOT ISOLATED: the worker runs as uid {}, so its function processes \
-                 run as that user too and can read its environment, its files and each other's. \
-                 Run the worker as root so that each function process gets a uid of its own, or \
-                 set worker.sandbox.isolation = \"none\" to accept this.",
+                 run as that user too, can read its environment, its files and each other's, and \
+                 reach every address it reaches (its database and broker included). Run the \
+                 worker as root so that each function process gets a uid of its own and a \
+                 filtered network, or set worker.sandbox.isolation = \"none\" to accept this.",
                 euid()
             ),
             Isolation::Users => sandbox.isolate(config, count, None)?,
@@ -109,8 +119,10 @@ impl Sandbox {
         }
         if sandbox.mode != Mode::None {
             check_searchable(cache_dir)?;
+            let last = config.uid_base.saturating_add(count.saturating_sub(1));
+            sandbox.egress = filter_network(config, config.uid_base, last, service_addresses)?;
         }
-        tracing::info!(mode = ?sandbox.mode, "function processes sandboxed");
+        tracing::info!(mode = ?sandbox.mode, network_filtered = sandbox.egress.is_some(), "function processes sandboxed");
         Ok(sandbox)
     }
 
@@ -156,6 +168,12 @@ impl Sandbox {
             None => Mode::Users,
         };
         Ok(())
+    }
+
+    /// The mark a Runtime API listener needs so that a function process may reach it, when
+    /// the network is filtered.
+    pub fn runtime_api_mark(&self) -> Option<u32> {
+        self.egress.as_ref().map(|_| egress::RUNTIME_API_MARK)
     }
 
     /// Prepares the ground for a new process: a uid of its own (with uid isolation), clear of
@@ -222,6 +240,7 @@ impl Sandbox {
             processes: cell.uid().map(|_| self.processes),
             open_files: self.open_files,
             file_size_bytes: self.file_size_bytes,
+            seccomp: self.egress.as_ref().and_then(|_| seccomp::filter()),
         };
         let worker = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the forked child before exec and only makes
@@ -268,6 +287,51 @@ impl Sandbox {
         option("--bind", &[&cell.home, &cell.home]);
         option("--chdir", &[code_dir]);
         args
+    }
+}
+
+/// Installs the filter of the sandbox uids `first..=last` as configured. Where it cannot be
+/// installed, `auto` isolation warns and goes on; `users` and `bubblewrap` fail unless the
+/// operator opted out with `network = "unfiltered"`.
+fn filter_network(
+    config: &SandboxConfig,
+    first: u32,
+    last: u32,
+    service_addresses: &[IpAddr],
+) -> anyhow::Result<Option<EgressFilter>> {
+    if config.network == Network::Unfiltered {
+        tracing::warn!(
+            "FUNCTION NETWORK NOT FILTERED (worker.sandbox.network = \"unfiltered\"): function \
+             processes can connect to this host's services, the service's database and broker \
+             and cloud metadata addresses"
+        );
+        return Ok(None);
+    }
+    let policy = EgressPolicy::new(
+        service_addresses,
+        &config.egress_deny.0,
+        &config.egress_allow.0,
+    );
+    match EgressFilter::install(first, last, &policy) {
+        Ok(filter) => Ok(Some(filter)),
+        Err(error) if config.isolation == Isolation::Auto => {
+            tracing::warn!(
+                "FUNCTION NETWORK NOT FILTERED: {error:#}. Function processes can connect to this \
+                 host's services, the service's database and broker and cloud metadata \
+                 addresses. Give the worker CAP_NET_ADMIN and the `nft` program, or set \
+                 worker.sandbox.network = \"unfiltered\" to accept this."
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error.context(format!(
+            "configuration: worker.sandbox.isolation = \"{}\" filters the network of function \
+             processes (worker.sandbox.network = \"filtered\"), which needs CAP_NET_ADMIN and the \
+             `nft` program; set worker.sandbox.network = \"unfiltered\" to run without",
+            match config.isolation {
+                Isolation::Bubblewrap => "bubblewrap",
+                _ => "users",
+            }
+        ))),
     }
 }
 
@@ -456,7 +520,7 @@ mod tests {
             isolation: Isolation::None,
             ..SandboxConfig::default()
         };
-        let sandbox = Sandbox::prepare(&config, &cache, &cache.join("code/db"), 2).unwrap();
+        let sandbox = Sandbox::prepare(&config, &cache, &cache.join("code/db"), 2, &[]).unwrap();
         let cell = sandbox.enter().unwrap();
         let other = sandbox.enter().unwrap();
         assert_ne!(cell.home(), other.home());
@@ -483,6 +547,7 @@ mod tests {
             open_files: 1024,
             file_size_bytes: 1,
             next_home: AtomicU64::new(0),
+            egress: None,
         };
         let cell = Cell {
             home: cache.join("work/64000"),
