@@ -48,7 +48,7 @@ async fn values_are_sealed_at_rest_and_clear_for_the_function_and_its_owner() {
     create_env_function(&app).await;
     let stored = stored_environment(&app).await;
     assert!(!stored.contains(SECRET), "stored in clear: {stored}");
-    assert!(stored.contains("enc:v1:test:"), "{stored}");
+    assert!(stored.contains("enc:v2:test:"), "{stored}");
 
     let (_, function) = app.get("/tasks/v1/functions/env").await;
     assert_eq!(
@@ -108,7 +108,7 @@ async fn a_key_rotation_reseals_every_value_under_the_new_key() {
     );
     let stored = stored_environment(&app).await;
     assert!(
-        stored.contains("enc:v1:k2:") && !stored.contains("enc:v1:test:"),
+        stored.contains("enc:v2:k2:") && !stored.contains("enc:v2:test:"),
         "{stored}"
     );
 
@@ -155,6 +155,55 @@ async fn a_key_rotation_reseals_every_value_under_the_new_key() {
     assert_eq!(task["result"]["secret"], SECRET);
     let _ = stop.send(());
     let _ = served.await;
+}
+
+#[tokio::test]
+async fn a_value_copied_to_another_function_does_not_open_and_fails_its_task() {
+    let app = TestScheduler::start().await;
+    let _worker = app.start_worker(1).await;
+    create_env_function(&app).await;
+    let code = base64(&zip_files(&[(
+        "env.py",
+        "import os\ndef handle(event, context):\n    return {'secret': os.environ.get('API_TOKEN')}\n",
+    )]));
+    let (status, body) = app
+        .post(
+            "/tasks/v1/functions",
+            &json!({"name": "attacker", "code": code, "entryPoint": "env.handle", "runtime": "python3.11",
+                    "environmentVariables": {"API_TOKEN": {"value": "mine"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // What a function that reached the database did: the victim's sealed values, copied.
+    app.database
+        .connect()
+        .await
+        .execute(
+            "UPDATE functions SET environment_variables = (SELECT environment_variables FROM functions WHERE name = 'env'), \
+             version = nextval('function_versions') WHERE name = 'attacker'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, task) = app
+        .post("/tasks/v1", &json!({"functionName": "attacker"}))
+        .await;
+    let task = app.wait_until_finished(task["id"].as_str().unwrap()).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["type"], "invocation", "{task}");
+    assert_eq!(
+        task["error"]["name"], "EnvironmentVariableUnreadable",
+        "{task}"
+    );
+    let message = task["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("API_TOKEN") && message.contains("attacker"),
+        "{message}"
+    );
+    assert!(!task.to_string().contains(SECRET), "{task}");
+    // The victim still runs with its own value.
+    let task = run_env_task(&app).await;
+    assert_eq!(task["result"]["secret"], SECRET, "{task}");
 }
 
 #[tokio::test]

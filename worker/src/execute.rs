@@ -335,11 +335,15 @@ impl Executor {
             self.functions.get(name).await
         };
         loaded
-            .map_err(|e| {
-                TaskError::invocation(
+            .map_err(|e| match e {
+                // Not an outage: the function cannot run until its variable is set again.
+                StoreError::Secret(reason) => {
+                    TaskError::invocation("EnvironmentVariableUnreadable", reason)
+                }
+                e => TaskError::invocation(
                     "Runtime.Unavailable",
                     format!("could not load the function: {e}"),
-                )
+                ),
             })?
             .ok_or_else(|| {
                 TaskError::invocation(

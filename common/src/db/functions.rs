@@ -66,7 +66,7 @@ impl Functions {
                     &function.runtime,
                     &function.time_limit,
                     &function.memory_limit,
-                    &self.sealed_environment(&function.environment_variables),
+                    &self.sealed_environment(function.name.as_str(), &function.environment_variables),
                     &function.execution_options.permission_mode.as_str(),
                     &function.execution_options.default_priority,
                     &function.retry_policy.enabled,
@@ -141,7 +141,10 @@ impl Functions {
                     &function.runtime,
                     &function.time_limit,
                     &function.memory_limit,
-                    &self.sealed_environment(&function.environment_variables),
+                    &self.sealed_environment(
+                        function.name.as_str(),
+                        &function.environment_variables,
+                    ),
                     &function.execution_options.permission_mode.as_str(),
                     &function.execution_options.default_priority,
                     &function.retry_policy.enabled,
@@ -231,11 +234,15 @@ async fn store_code(
 }
 
 impl Functions {
-    fn sealed_environment(&self, variables: &BTreeMap<String, EnvironmentVariable>) -> Value {
+    fn sealed_environment(
+        &self,
+        function: &str,
+        variables: &BTreeMap<String, EnvironmentVariable>,
+    ) -> Value {
         let sealed: BTreeMap<&String, EnvironmentVariable> = variables
             .iter()
             .map(|(name, variable)| {
-                let value = self.secrets.seal(name, &variable.value);
+                let value = self.secrets.seal(function, name, &variable.value);
                 (name, EnvironmentVariable { value })
             })
             .collect();
@@ -246,12 +253,15 @@ impl Functions {
         let mut function = function_from_row(row)?;
         for (name, variable) in function.environment_variables.iter_mut() {
             // The error names the variable and the reason, never the value.
-            variable.value = self.secrets.open(name, &variable.value).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "function {}: environment variable {name}: {e}",
-                    function.name.as_str()
-                ))
-            })?;
+            variable.value = self
+                .secrets
+                .open(function.name.as_str(), name, &variable.value)
+                .map_err(|e| {
+                    StoreError::Secret(format!(
+                        "the environment variable {name} of function {} cannot be opened: {e}",
+                        function.name.as_str()
+                    ))
+                })?;
         }
         Ok(function)
     }
@@ -282,18 +292,21 @@ impl Functions {
             }
             let mut opened = BTreeMap::new();
             for (variable, value) in stored {
-                let plain = self.secrets.open(&variable, &value.value).map_err(|e| {
-                    StoreError::Corrupt(format!(
-                        "function {name}: environment variable {variable}: {e}"
-                    ))
-                })?;
+                let plain = self
+                    .secrets
+                    .open(&name, &variable, &value.value)
+                    .map_err(|e| {
+                        StoreError::Corrupt(format!(
+                            "function {name}: environment variable {variable}: {e}"
+                        ))
+                    })?;
                 opened.insert(variable, EnvironmentVariable { value: plain });
             }
             // The version is not bumped: the function itself did not change.
             transaction
                 .execute(
                     "UPDATE functions SET environment_variables = $2 WHERE name = $1",
-                    &[&name, &self.sealed_environment(&opened)],
+                    &[&name, &self.sealed_environment(&name, &opened)],
                 )
                 .await?;
             rewritten += 1;

@@ -57,6 +57,10 @@ pub enum StoreError {
     Config(String),
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
+    /// A sealed environment variable value that does not open: copied from another function
+    /// or variable, damaged, or sealed with a key this process does not have.
+    #[error("{0}")]
+    Secret(String),
     #[error("the task writer stopped")]
     WriterStopped,
 }
@@ -91,6 +95,7 @@ impl StoreError {
             StoreError::Migration(_)
             | StoreError::Config(_)
             | StoreError::Corrupt(_)
+            | StoreError::Secret(_)
             | StoreError::WriterStopped => false,
         }
     }
