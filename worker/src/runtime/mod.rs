@@ -126,14 +126,14 @@ impl RuntimePool {
             common::domain::Runtime::Provided => "provided",
         };
         self.metrics.cold_starts.with_label_values(&[family]).inc();
-        let cell = self.enter_sandbox()?;
+        let cell = self.enter_sandbox(spec.memory_limit_mb)?;
         FunctionProcess::spawn(spec, &directory, &self.bootstraps, &self.sandbox, cell).await
     }
 
     /// A sandbox cell for a new process. When every uid is taken (by warm processes of other
     /// functions, or by other workers sharing the range), the process idle longest gives its
     /// uid up.
-    fn enter_sandbox(&self) -> Result<Cell, TaskError> {
+    fn enter_sandbox(&self, memory_limit_mb: u64) -> Result<Cell, TaskError> {
         let failed = |error: EnterError| {
             let message = match error {
                 EnterError::NoFreeUid => "no sandbox uid is free: every uid of \
@@ -143,10 +143,10 @@ impl RuntimePool {
             };
             TaskError::invocation("Runtime.Unavailable", message)
         };
-        match self.sandbox.enter() {
+        match self.sandbox.enter(memory_limit_mb) {
             Err(EnterError::NoFreeUid) => {
                 drop(self.evict_oldest());
-                self.sandbox.enter().map_err(failed)
+                self.sandbox.enter(memory_limit_mb).map_err(failed)
             }
             other => other.map_err(failed),
         }

@@ -55,6 +55,9 @@ pub struct FunctionProcess {
     exited: watch::Receiver<Option<String>>,
     output: OutputCapture,
     memory_limit_mb: u64,
+    /// Kills for lack of memory in the process's control group already blamed on an
+    /// invocation.
+    memory_kills_seen: u64,
     /// Dropped last: retiring it kills whatever is left under the process's uid.
     cell: Cell,
 }
@@ -147,6 +150,7 @@ impl FunctionProcess {
             exited,
             output,
             memory_limit_mb: spec.memory_limit_mb,
+            memory_kills_seen: 0,
             cell,
         })
     }
@@ -205,6 +209,7 @@ impl FunctionProcess {
     }
 
     async fn finish(&mut self, outcome: Result<Bytes, TaskError>) -> InvocationResult {
+        let outcome = self.blame_memory(outcome);
         // A handler error leaves the process healthy; anything else ends it.
         let reusable = match &outcome {
             Ok(_) => self.is_alive(),
@@ -226,6 +231,20 @@ impl FunctionProcess {
             logs,
             reusable,
         }
+    }
+
+    /// A failure during which the kernel killed a process of the function's control group
+    /// for lack of memory is that, whatever the runtime said.
+    fn blame_memory(&mut self, outcome: Result<Bytes, TaskError>) -> Result<Bytes, TaskError> {
+        let Err(error) = outcome else {
+            return outcome;
+        };
+        let kills = self.cell.memory_kills();
+        if kills <= self.memory_kills_seen || error.name == "MemoryLimitExceeded" {
+            return Err(error);
+        }
+        self.memory_kills_seen = kills;
+        Err(self.memory_exceeded("the kernel stopped a process of the function that needed more"))
     }
 
     fn classify_handler_error(&self, error_type: String, message: String) -> TaskError {

@@ -5,6 +5,8 @@
 
 use std::io;
 
+use super::cgroups::Join;
+
 /// What a function process may use; inherited by everything it starts.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -20,6 +22,9 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// The system calls refused to the process (see `seccomp`), with a filtered network.
     pub seccomp: Option<&'static [libc::sock_filter]>,
+    /// The control group the process joins, which bounds the memory and the processes of all
+    /// it starts (see `cgroups`).
+    pub cgroup: Join,
 }
 
 impl Limits {
@@ -27,6 +32,8 @@ impl Limits {
     /// and gid (and dropped supplementary groups) when this runs, which matters: a change of
     /// credentials clears the parent-death signal, so it must be set afterwards.
     pub fn apply_in_child(&self, worker: libc::pid_t) -> io::Result<()> {
+        // First, so that everything the runtime allocates is counted.
+        self.cgroup.join_in_child()?;
         // Before lowering RLIMIT_NOFILE: inherited descriptors may lie above the new limit.
         close_inherited_descriptors_on_exec()?;
         set_limit(libc::RLIMIT_DATA, self.memory_bytes)?;

@@ -23,7 +23,6 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, bail};
 
@@ -36,13 +35,6 @@ pub const RUNTIME_API_MARK: u32 = 0x5453_0000;
 /// Ranges refused to every function even when the operator denies nothing: link-local
 /// addresses, where clouds serve instance metadata and credentials.
 const ALWAYS_DENIED: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
-
-/// Tables of this service are named `task_service_<pid>_<n>`: the worker's process id tells
-/// whether a table's worker is still alive.
-const TABLE_PREFIX: &str = "task_service_";
-
-/// Tells tables of several workers in one process (tests) apart.
-static NEXT_TABLE: AtomicU32 = AtomicU32::new(0);
 
 /// What function processes may reach besides the outside world, and what not.
 #[derive(Debug, Clone, Default)]
@@ -63,16 +55,18 @@ pub struct EgressFilter {
 }
 
 impl EgressFilter {
-    /// Installs the filter for the sandbox uids `first..=last`.
-    pub fn install(first: u32, last: u32, policy: &EgressPolicy) -> anyhow::Result<EgressFilter> {
+    /// Installs the filter for the sandbox uids `first..=last` as the table `name` (see
+    /// `instance_name`).
+    pub fn install(
+        name: &str,
+        first: u32,
+        last: u32,
+        policy: &EgressPolicy,
+    ) -> anyhow::Result<EgressFilter> {
         let nft = super::find_program("nft")
             .context("the `nft` program (package nftables) is not on the PATH")?;
         delete_tables_of_dead_workers(&nft);
-        let table = format!(
-            "{TABLE_PREFIX}{}_{}",
-            std::process::id(),
-            NEXT_TABLE.fetch_add(1, Ordering::Relaxed)
-        );
+        let table = name.to_owned();
         run_nft(&nft, &ruleset(&table, first, last, policy))
             .context("installing the nftables rules that filter function processes' connections")?;
         Ok(EgressFilter { nft, table })
@@ -212,11 +206,7 @@ fn delete_tables_of_dead_workers(nft: &Path) {
         let (Some("inet"), Some(name)) = (table["family"].as_str(), table["name"].as_str()) else {
             continue;
         };
-        let Some(pid) = name
-            .strip_prefix(TABLE_PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+        let Some(pid) = super::worker_pid_of(name) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists()

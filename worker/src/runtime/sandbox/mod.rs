@@ -7,6 +7,7 @@
 //! under its uid is killed and its files are removed before the uid is leased again. In every
 //! mode the process gets rlimits, no descriptors of the worker, and dies with the worker.
 
+mod cgroups;
 mod child;
 pub mod egress;
 mod ipc;
@@ -18,11 +19,12 @@ use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 
 use crate::config::{Isolation, Network, SandboxConfig};
+use cgroups::{Cgroups, ProcessGroup};
 use child::Limits;
 use egress::{EgressFilter, EgressPolicy};
 use uids::{UidLease, UidPool, kill_all_of};
@@ -54,6 +56,8 @@ pub struct Sandbox {
     next_home: AtomicU64,
     /// The filter of the sandbox uids' connections, when there is one.
     egress: Option<EgressFilter>,
+    /// The worker's control groups, when it can make them.
+    cgroups: Option<Cgroups>,
 }
 
 /// Why no sandbox could be set up for a new process.
@@ -96,6 +100,7 @@ impl Sandbox {
             file_size_bytes: config.max_file_size_mb.saturating_mul(1024 * 1024),
             next_home: AtomicU64::new(0),
             egress: None,
+            cgroups: None,
         };
         match config.isolation {
             Isolation::None => {}
@@ -119,10 +124,29 @@ impl Sandbox {
         }
         if sandbox.mode != Mode::None {
             check_searchable(cache_dir)?;
+            let name = instance_name();
             let last = config.uid_base.saturating_add(count.saturating_sub(1));
-            sandbox.egress = filter_network(config, config.uid_base, last, service_addresses)?;
+            sandbox.egress =
+                filter_network(config, &name, config.uid_base, last, service_addresses)?;
+            sandbox.cgroups = match Cgroups::prepare(&name) {
+                Ok(cgroups) => Some(cgroups),
+                Err(reason) => {
+                    tracing::warn!(
+                        "FUNCTION MEMORY BOUNDED PER PROCESS ONLY: no control group per function \
+                         process ({reason}). Each process is held to memoryLimit by RLIMIT_DATA, \
+                         but shared memory and memory-backed files are not counted, and a \
+                         function that forks can use up to max_processes × memoryLimit."
+                    );
+                    None
+                }
+            };
         }
-        tracing::info!(mode = ?sandbox.mode, network_filtered = sandbox.egress.is_some(), "function processes sandboxed");
+        tracing::info!(
+            mode = ?sandbox.mode,
+            network_filtered = sandbox.egress.is_some(),
+            control_groups = sandbox.cgroups.is_some(),
+            "function processes sandboxed"
+        );
         Ok(sandbox)
     }
 
@@ -177,8 +201,9 @@ impl Sandbox {
     }
 
     /// Prepares the ground for a new process: a uid of its own (with uid isolation), clear of
-    /// anything a previous holder left, and a fresh private home.
-    pub fn enter(&self) -> Result<Cell, EnterError> {
+    /// anything a previous holder left, a fresh private home, and a control group holding it
+    /// to `memory_limit_mb` (where the worker has control groups).
+    pub fn enter(&self, memory_limit_mb: u64) -> Result<Cell, EnterError> {
         let Some(pool) = &self.uids else {
             let home = self.work_root.join(format!(
                 "{}-{}",
@@ -189,6 +214,7 @@ impl Sandbox {
                 home,
                 uid: None,
                 sweep_shared: false,
+                group: None,
             };
             fresh_home(&cell.home, None).map_err(EnterError::Failed)?;
             return Ok(cell);
@@ -197,10 +223,19 @@ impl Sandbox {
             .lease()
             .map_err(EnterError::Failed)?
             .ok_or(EnterError::NoFreeUid)?;
+        let group = self
+            .cgroups
+            .as_ref()
+            .map(|cgroups| {
+                cgroups.create(memory_limit_mb.saturating_mul(1024 * 1024), self.processes)
+            })
+            .transpose()
+            .map_err(EnterError::Failed)?;
         let cell = Cell {
             home: self.work_root.join(lease.uid().to_string()),
             uid: Some(lease),
             sweep_shared: self.mode == Mode::Users,
+            group,
         };
         // A worker that crashed may have left processes and files under this uid.
         cell.clear().map_err(EnterError::Failed)?;
@@ -241,6 +276,11 @@ impl Sandbox {
             open_files: self.open_files,
             file_size_bytes: self.file_size_bytes,
             seccomp: self.egress.as_ref().and_then(|_| seccomp::filter()),
+            cgroup: cell
+                .group
+                .as_ref()
+                .map(ProcessGroup::join)
+                .unwrap_or_default(),
         };
         let worker = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the forked child before exec and only makes
@@ -295,6 +335,7 @@ impl Sandbox {
 /// operator opted out with `network = "unfiltered"`.
 fn filter_network(
     config: &SandboxConfig,
+    name: &str,
     first: u32,
     last: u32,
     service_addresses: &[IpAddr],
@@ -312,7 +353,7 @@ fn filter_network(
         &config.egress_deny.0,
         &config.egress_allow.0,
     );
-    match EgressFilter::install(first, last, &policy) {
+    match EgressFilter::install(name, first, last, &policy) {
         Ok(filter) => Ok(Some(filter)),
         Err(error) if config.isolation == Isolation::Auto => {
             tracing::warn!(
@@ -335,12 +376,38 @@ fn filter_network(
     }
 }
 
-/// What one process holds of the sandbox: its uid (with uid isolation) and its private home.
-/// Dropping it retires both.
+/// What a worker's sandbox makes on the host (its nftables table, its control groups) is named
+/// `task_service_<pid>_<n>`: the next worker to start can tell those of a worker that is gone.
+const INSTANCE_PREFIX: &str = "task_service_";
+
+/// Tells the sandboxes of several workers in one process (tests) apart.
+static NEXT_INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+fn instance_name() -> String {
+    format!(
+        "{INSTANCE_PREFIX}{}_{}",
+        std::process::id(),
+        NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The process id of the worker that made something named by [`instance_name`].
+fn worker_pid_of(name: &str) -> Option<u32> {
+    name.strip_prefix(INSTANCE_PREFIX)?
+        .split('_')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What one process holds of the sandbox: its uid (with uid isolation), its private home and
+/// its control group. Dropping it retires them.
 pub struct Cell {
     home: PathBuf,
     uid: Option<UidLease>,
     sweep_shared: bool,
+    /// Dropped after the uid's processes were killed (fields drop after `drop`).
+    group: Option<ProcessGroup>,
 }
 
 impl Cell {
@@ -351,6 +418,12 @@ impl Cell {
     /// The uid the process runs as, when it has one of its own.
     pub fn uid(&self) -> Option<u32> {
         self.uid.as_ref().map(UidLease::uid)
+    }
+
+    /// How many of its processes the kernel killed for lack of memory, where it has a control
+    /// group.
+    pub fn memory_kills(&self) -> u64 {
+        self.group.as_ref().map_or(0, ProcessGroup::memory_kills)
     }
 
     /// Kills every process of the uid, wherever it went.
@@ -521,8 +594,8 @@ mod tests {
             ..SandboxConfig::default()
         };
         let sandbox = Sandbox::prepare(&config, &cache, &cache.join("code/db"), 2, &[]).unwrap();
-        let cell = sandbox.enter().unwrap();
-        let other = sandbox.enter().unwrap();
+        let cell = sandbox.enter(128).unwrap();
+        let other = sandbox.enter(128).unwrap();
         assert_ne!(cell.home(), other.home());
         assert_eq!(cell.uid(), None);
         let mode = std::fs::metadata(cell.home()).unwrap().permissions().mode();
@@ -548,11 +621,13 @@ mod tests {
             file_size_bytes: 1,
             next_home: AtomicU64::new(0),
             egress: None,
+            cgroups: None,
         };
         let cell = Cell {
             home: cache.join("work/64000"),
             uid: None,
             sweep_shared: false,
+            group: None,
         };
         let args = sandbox.bubblewrap_args(&cell, &cache.join("code/abc"), &cache.join("runtimes"));
         let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
