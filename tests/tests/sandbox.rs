@@ -781,3 +781,107 @@ async fn under_bubblewrap_a_function_sees_only_its_own_processes() {
     worker.stop().await;
     app.stop().await;
 }
+
+/// Writes 400 MB files into each directory of `dirs` (three at most, stopping at the first
+/// error), then tries to read the project's checkout.
+const FILL_THE_DISK: &str = r#"
+import os
+
+def fill(directory):
+    written = 0
+    for n in range(3):
+        try:
+            with open(os.path.join(directory, "big-%d" % n), "wb") as f:
+                for _ in range(400):
+                    f.write(b"x" * (1024 * 1024))
+                    written += 1
+        except OSError as e:
+            return {"mb": written, "error": e.errno}
+    return {"mb": written, "error": None}
+
+def peek(path):
+    try:
+        return os.listdir(path) and "listed"
+    except OSError as e:
+        return e.errno
+
+def handle(event, context):
+    data = event["data"]
+    dirs = {name: os.environ.get(name, name) for name in data["dirs"]}
+    return {
+        "written": {name: fill(path) for name, path in dirs.items()},
+        "project": peek(data["project"]),
+    }
+"#;
+
+#[tokio::test]
+async fn a_function_writes_only_to_its_bounded_home_and_never_reads_the_project() {
+    let app = TestScheduler::start().await;
+    let worker = sandboxed_worker(&app, 242_000, Isolation::Users).await;
+    create_python(
+        &app,
+        "fill",
+        FILL_THE_DISK,
+        json!({"memoryLimit": 2048, "timeLimit": 60}),
+    )
+    .await;
+    let project = harness::repository_root();
+    let data = json!({"dirs": ["HOME", "/tmp", "/var/tmp"], "project": project});
+    let task = run_task(&app, "fill", data).await;
+    assert_eq!(task["status"], "complete", "{task}");
+    let result = &task["result"];
+    const NO_SPACE: i64 = 28;
+    const DENIED: i64 = 13;
+    let home = &result["written"]["HOME"];
+    assert_eq!(home["error"], NO_SPACE, "the home is bounded: {result}");
+    assert!(home["mb"].as_i64().unwrap() <= 512, "{result}");
+    for shared in ["/tmp", "/var/tmp"] {
+        assert_eq!(
+            result["written"][shared],
+            json!({"mb": 0, "error": DENIED}),
+            "{result}"
+        );
+    }
+    assert_eq!(result["project"], DENIED, "{result}");
+
+    // The home's files live in memory: they count against the function's memory limit.
+    create_python(
+        &app,
+        "small",
+        FILL_THE_DISK,
+        json!({"memoryLimit": 256, "timeLimit": 60}),
+    )
+    .await;
+    let task = run_task(&app, "small", json!({"dirs": ["HOME"], "project": "/"})).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["name"], "MemoryLimitExceeded", "{task}");
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn under_bubblewrap_writable_space_is_bounded_and_the_project_invisible() {
+    let app = TestScheduler::start().await;
+    let worker = sandboxed_worker(&app, 271_000, Isolation::Bubblewrap).await;
+    create_python(
+        &app,
+        "fill",
+        FILL_THE_DISK,
+        json!({"memoryLimit": 2048, "timeLimit": 60}),
+    )
+    .await;
+    let project = harness::repository_root();
+    let data = json!({"dirs": ["HOME", "/tmp"], "project": project});
+    let task = run_task(&app, "fill", data).await;
+    assert_eq!(task["status"], "complete", "{task}");
+    let result = &task["result"];
+    for place in ["HOME", "/tmp"] {
+        let written = &result["written"][place];
+        assert_eq!(written["error"], 28, "{place} is bounded: {result}");
+        assert!(written["mb"].as_i64().unwrap() <= 512, "{result}");
+    }
+    const NOT_FOUND: i64 = 2;
+    assert_eq!(result["project"], NOT_FOUND, "{result}");
+    worker.stop().await;
+    app.stop().await;
+}

@@ -104,6 +104,51 @@ pub enum Isolation {
     None,
 }
 
+/// A list of paths, written as a comma-separated string (an environment variable) or an array.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathList(pub Vec<PathBuf>);
+
+impl PathList {
+    pub fn iter(&self) -> std::slice::Iter<'_, PathBuf> {
+        self.0.iter()
+    }
+}
+
+impl Serialize for PathList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = self.0.iter().map(|p| p.display().to_string()).collect();
+        serializer.serialize_str(&text.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for PathList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            List(Vec<String>),
+        }
+        let items = match Written::deserialize(deserializer)? {
+            Written::Text(text) => text.split(',').map(str::to_owned).collect(),
+            Written::List(items) => items,
+        };
+        let paths: Vec<PathBuf> = items
+            .iter()
+            .map(|item| item.trim())
+            .filter(|item| !item.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if let Some(relative) = paths.iter().find(|path| !path.is_absolute()) {
+            return Err(serde::de::Error::custom(format!(
+                "`{}` is not an absolute path",
+                relative.display()
+            )));
+        }
+        Ok(PathList(paths))
+    }
+}
+
 /// Whether the connections of function processes are filtered (see `runtime::sandbox::egress`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +183,13 @@ pub struct SandboxConfig {
     pub max_open_files: u64,
     /// Largest file a function process may write, in MB (`RLIMIT_FSIZE`).
     pub max_file_size_mb: u64,
+    /// Size in MB of the memory-backed file system a function process writes to (its home;
+    /// under bubblewrap also `/tmp` and `/dev/shm`). Its files count against the function's
+    /// memoryLimit where the worker has control groups.
+    pub max_disk_mb: u64,
+    /// Directories function processes may read besides the system's (`/usr`, `/etc`, …), their
+    /// code and the bootstraps: a runtime installed elsewhere, say.
+    pub readable_paths: PathList,
     /// Whether function processes' connections are filtered.
     pub network: Network,
     /// Ranges functions may not connect to, besides those always refused.
@@ -156,6 +208,8 @@ impl Default for SandboxConfig {
             max_processes: 64,
             max_open_files: 1024,
             max_file_size_mb: 512,
+            max_disk_mb: 512,
+            readable_paths: PathList::default(),
             network: Network::Filtered,
             egress_deny: CidrList::default(),
             egress_allow: CidrList::default(),

@@ -80,15 +80,23 @@ impl FunctionProcess {
                 )
             })?;
         let (program, args) = launch(spec, code_dir, bootstraps)?;
-        let mut command = sandbox.command(
-            &cell,
-            &program,
-            &args,
-            code_dir,
-            &bootstraps.directory,
-            spec.memory_limit_mb,
-        );
-        command
+        let mut sandboxed = sandbox
+            .command(
+                &cell,
+                &program,
+                &args,
+                code_dir,
+                &bootstraps.directory,
+                spec.memory_limit_mb,
+            )
+            .map_err(|e| {
+                TaskError::invocation(
+                    "Runtime.Unavailable",
+                    format!("could not prepare the sandbox: {e}"),
+                )
+            })?;
+        sandboxed
+            .command
             .env_clear()
             .envs(&spec.environment)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -118,7 +126,7 @@ impl FunctionProcess {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| {
+        let mut child = sandboxed.command.spawn().map_err(|e| {
             TaskError::invocation(
                 "Runtime.InvalidEntrypoint",
                 format!(

@@ -25,6 +25,8 @@ pub struct Limits {
     /// The control group the process joins, which bounds the memory and the processes of all
     /// it starts (see `cgroups`).
     pub cgroup: Join,
+    /// The Landlock ruleset confining the files the process may touch (see `landlock`).
+    pub landlock: Option<i32>,
 }
 
 impl Limits {
@@ -47,6 +49,9 @@ impl Limits {
         unsafe {
             // No set-uid program can give the function back privileges.
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        }
+        if let Some(ruleset) = self.landlock {
+            super::landlock::restrict_in_child(ruleset)?;
         }
         if let Some(filter) = self.seccomp {
             super::seccomp::install(filter)?;

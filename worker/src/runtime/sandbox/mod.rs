@@ -11,6 +11,7 @@ mod cgroups;
 mod child;
 pub mod egress;
 mod ipc;
+mod landlock;
 mod seccomp;
 pub mod uids;
 
@@ -27,6 +28,7 @@ use crate::config::{Isolation, Network, SandboxConfig};
 use cgroups::{Cgroups, ProcessGroup};
 use child::Limits;
 use egress::{EgressFilter, EgressPolicy};
+use landlock::{Landlock, Ruleset};
 use uids::{UidLease, UidPool, kill_all_of};
 
 /// How processes are isolated, as resolved at start.
@@ -47,8 +49,17 @@ pub struct Sandbox {
     uids: Option<UidPool>,
     /// Parent of the private homes.
     work_root: PathBuf,
-    /// Hidden from processes under bubblewrap, except their own code, home and bootstraps.
-    cache_dir: PathBuf,
+    /// What a process may read besides its code and the bootstraps: the system's directories
+    /// and the operator's `readable_paths`.
+    readable: Vec<PathBuf>,
+    /// Size of the memory-backed file system a process may write (its home; under bubblewrap
+    /// also `/tmp` and `/dev/shm`).
+    disk_bytes: u64,
+    /// With `users` isolation: the home is a memory-backed file system of `disk_bytes` the
+    /// worker mounts (it needs `CAP_SYS_ADMIN`), rather than a directory on its disk.
+    memory_homes: bool,
+    /// With `users` isolation: the files a process may touch are confined by Landlock.
+    landlock: Option<Landlock>,
     processes: u64,
     open_files: u64,
     file_size_bytes: u64,
@@ -93,8 +104,11 @@ impl Sandbox {
         let mut sandbox = Sandbox {
             mode: Mode::None,
             uids: None,
+            readable: readable_paths(config),
+            disk_bytes: config.max_disk_mb.saturating_mul(1024 * 1024),
+            memory_homes: false,
+            landlock: None,
             work_root,
-            cache_dir: cache_dir.to_path_buf(),
             processes: config.max_processes,
             open_files: config.max_open_files,
             file_size_bytes: config.max_file_size_mb.saturating_mul(1024 * 1024),
@@ -128,6 +142,9 @@ impl Sandbox {
             let last = config.uid_base.saturating_add(count.saturating_sub(1));
             sandbox.egress =
                 filter_network(config, &name, config.uid_base, last, service_addresses)?;
+            if sandbox.mode == Mode::Users {
+                sandbox.confine_files();
+            }
             sandbox.cgroups = match Cgroups::prepare(&name) {
                 Ok(cgroups) => Some(cgroups),
                 Err(reason) => {
@@ -145,6 +162,8 @@ impl Sandbox {
             mode = ?sandbox.mode,
             network_filtered = sandbox.egress.is_some(),
             control_groups = sandbox.cgroups.is_some(),
+            files_confined = sandbox.mode != Mode::Users || sandbox.landlock.is_some(),
+            memory_homes = sandbox.memory_homes,
             "function processes sandboxed"
         );
         Ok(sandbox)
@@ -194,6 +213,27 @@ impl Sandbox {
         Ok(())
     }
 
+    /// With `users` isolation, confines the files processes may touch with Landlock, and their
+    /// writes to a memory-backed home of `disk_bytes`, where the kernel and the worker's
+    /// privileges allow; says what is missing otherwise.
+    fn confine_files(&mut self) {
+        match Landlock::probe() {
+            Ok(landlock) => self.landlock = Some(landlock),
+            Err(reason) => tracing::warn!(
+                "FUNCTION FILES NOT CONFINED: {reason}. Function processes can read what this \
+                 host leaves world-readable and write to /tmp and /var/tmp."
+            ),
+        }
+        match probe_memory_home(&self.work_root) {
+            Ok(()) => self.memory_homes = true,
+            Err(error) => tracing::warn!(
+                "FUNCTION DISK NOT BOUNDED: the worker cannot mount a memory-backed home for \
+                 each function process ({error}; it needs CAP_SYS_ADMIN). Homes are directories \
+                 on the worker's disk: each file is limited to max_file_size_mb, their sum is not."
+            ),
+        }
+    }
+
     /// The mark a Runtime API listener needs so that a function process may reach it, when
     /// the network is filtered.
     pub fn runtime_api_mark(&self) -> Option<u32> {
@@ -240,6 +280,11 @@ impl Sandbox {
         // A worker that crashed may have left processes and files under this uid.
         cell.clear().map_err(EnterError::Failed)?;
         fresh_home(&cell.home, cell.uid()).map_err(EnterError::Failed)?;
+        if self.memory_homes
+            && let Some(uid) = cell.uid()
+        {
+            mount_memory_home(&cell.home, self.disk_bytes, uid).map_err(EnterError::Failed)?;
+        }
         Ok(cell)
     }
 
@@ -253,7 +298,7 @@ impl Sandbox {
         code_dir: &Path,
         readable: &Path,
         memory_limit_mb: u64,
-    ) -> tokio::process::Command {
+    ) -> io::Result<SandboxedCommand> {
         let mut command = match &self.mode {
             Mode::Bubblewrap(bwrap) => {
                 let mut command = tokio::process::Command::new(bwrap);
@@ -270,6 +315,14 @@ impl Sandbox {
             // The standard library also drops the supplementary groups when it switches.
             command.uid(uid).gid(uid);
         }
+        let ruleset = match (&self.landlock, &self.mode) {
+            (Some(landlock), Mode::Users) => {
+                let mut paths: Vec<&Path> = self.readable.iter().map(PathBuf::as_path).collect();
+                paths.extend([code_dir, readable]);
+                Some(landlock.ruleset(&paths, &cell.home)?)
+            }
+            _ => None,
+        };
         let limits = Limits {
             memory_bytes: memory_limit_mb.saturating_mul(1024 * 1024),
             processes: cell.uid().map(|_| self.processes),
@@ -281,6 +334,7 @@ impl Sandbox {
                 .as_ref()
                 .map(ProcessGroup::join)
                 .unwrap_or_default(),
+            landlock: ruleset.as_ref().map(Ruleset::descriptor),
         };
         let worker = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the forked child before exec and only makes
@@ -288,46 +342,113 @@ impl Sandbox {
         unsafe {
             command.pre_exec(move || limits.apply_in_child(worker));
         }
-        command
+        Ok(SandboxedCommand {
+            command,
+            _ruleset: ruleset,
+        })
     }
 
-    /// A read-only view of the host with a private `/tmp`, `/dev/shm` and home, the worker's
-    /// cache hidden but for this process's code and the bootstraps, and namespaces of its own
+    /// A read-only view of the system's directories, the process's code and the bootstraps,
+    /// memory-backed `/tmp`, `/dev/shm` and home of `disk_bytes` each, and namespaces of its own
     /// except the network's (the Runtime API listens on loopback).
     fn bubblewrap_args(&self, cell: &Cell, code_dir: &Path, readable: &Path) -> Vec<OsString> {
-        let mut args: Vec<OsString> = [
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-            "--tmpfs",
-            "/dev/shm",
+        let mut args: Vec<OsString> = Vec::new();
+        let mut option = |name: &str, values: &[&std::ffi::OsStr]| {
+            args.push(name.into());
+            args.extend(values.iter().map(|value| value.to_os_string()));
+        };
+        for path in &self.readable {
+            // /proc is mounted afresh below, for the process's own PID namespace.
+            if path != Path::new("/proc") {
+                option("--ro-bind-try", &[path.as_os_str(), path.as_os_str()]);
+            }
+        }
+        option("--dev", &["/dev".as_ref()]);
+        option("--proc", &["/proc".as_ref()]);
+        let size = self.disk_bytes.to_string();
+        for writable in [Path::new("/tmp"), Path::new("/dev/shm"), &cell.home] {
+            option("--size", &[size.as_ref()]);
+            option("--tmpfs", &[writable.as_os_str()]);
+        }
+        option("--ro-bind", &[code_dir.as_os_str(), code_dir.as_os_str()]);
+        option("--ro-bind", &[readable.as_os_str(), readable.as_os_str()]);
+        option("--chdir", &[code_dir.as_os_str()]);
+        for flag in [
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
             "--die-with-parent",
             "--new-session",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        // In this order: the later mounts lie inside the hidden cache.
-        let mut option = |name: &str, paths: &[&Path]| {
-            args.push(name.into());
-            args.extend(paths.iter().map(|path| path.as_os_str().to_owned()));
-        };
-        option("--tmpfs", &[&self.cache_dir]);
-        option("--ro-bind", &[code_dir, code_dir]);
-        option("--ro-bind", &[readable, readable]);
-        option("--bind", &[&cell.home, &cell.home]);
-        option("--chdir", &[code_dir]);
+        ] {
+            option(flag, &[]);
+        }
         args
     }
+}
+
+/// A function process's command, and what must stay open until it has started.
+pub struct SandboxedCommand {
+    pub command: tokio::process::Command,
+    _ruleset: Option<Ruleset>,
+}
+
+/// The system's directories, those `/etc/resolv.conf` points into (a resolver's own
+/// directory), and the operator's `readable_paths`.
+fn readable_paths(config: &SandboxConfig) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = landlock::SYSTEM_PATHS.iter().map(PathBuf::from).collect();
+    if let Ok(resolv) = std::fs::canonicalize("/etc/resolv.conf")
+        && let Some(directory) = resolv.parent()
+        && !paths.iter().any(|path| directory.starts_with(path))
+    {
+        paths.push(directory.to_path_buf());
+    }
+    paths.extend(config.readable_paths.iter().cloned());
+    paths
+}
+
+/// Mounts a memory-backed file system of `bytes` on `home`, owned by `uid` and private to it.
+fn mount_memory_home(home: &Path, bytes: u64, uid: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(home.as_os_str().as_bytes())?;
+    let options = std::ffi::CString::new(format!("size={bytes},mode=0700,uid={uid},gid={uid}"))?;
+    // SAFETY: mount reads NUL-terminated strings that outlive the call.
+    let mounted = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            options.as_ptr().cast(),
+        )
+    };
+    if mounted == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Detaches whatever is mounted on `home` (nothing, mostly).
+fn unmount_home(home: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(target) = std::ffi::CString::new(home.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: umount2 reads a NUL-terminated string that outlives the call. Failing because
+    // nothing is mounted there is the common case.
+    unsafe {
+        libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+/// Whether the worker may mount memory-backed homes: it mounts and removes one.
+fn probe_memory_home(work_root: &Path) -> io::Result<()> {
+    let probe = work_root.join(format!("probe-{}", std::process::id()));
+    fresh_home(&probe, None)?;
+    let mounted = mount_memory_home(&probe, 1024 * 1024, euid());
+    unmount_home(&probe);
+    remove_if_present(&probe)?;
+    mounted
 }
 
 /// Installs the filter of the sandbox uids `first..=last` as configured. Where it cannot be
@@ -465,6 +586,7 @@ impl Drop for Cell {
                 std::mem::forget(lease);
             }
         }
+        unmount_home(&self.home);
         if let Err(error) = remove_if_present(&self.home) {
             tracing::warn!(home = %self.home.display(), %error, "could not remove a function's home");
         }
@@ -473,6 +595,8 @@ impl Drop for Cell {
 
 /// Creates `home` empty, owned by `uid` (when given) and private to it.
 fn fresh_home(home: &Path, uid: Option<u32>) -> io::Result<()> {
+    // A worker that crashed may have left a memory-backed home mounted here.
+    unmount_home(home);
     remove_if_present(home)?;
     std::fs::create_dir(home)?;
     if let Some(uid) = uid {
@@ -609,13 +733,16 @@ mod tests {
     }
 
     #[test]
-    fn bubblewrap_sees_only_its_own_code_home_and_bootstraps() {
+    fn bubblewrap_sees_the_system_its_own_code_and_bootstraps_and_writes_in_memory() {
         let cache = PathBuf::from("/var/cache/tasks");
         let sandbox = Sandbox {
             mode: Mode::Bubblewrap(PathBuf::from("/usr/bin/bwrap")),
             uids: None,
             work_root: cache.join("work"),
-            cache_dir: cache.clone(),
+            readable: vec!["/usr".into(), "/proc".into(), "/opt/runtimes".into()],
+            disk_bytes: 1024,
+            memory_homes: false,
+            landlock: None,
             processes: 64,
             open_files: 1024,
             file_size_bytes: 1,
@@ -632,10 +759,23 @@ mod tests {
         let args = sandbox.bubblewrap_args(&cell, &cache.join("code/abc"), &cache.join("runtimes"));
         let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
         let joined = args.join(" ");
-        assert!(joined.starts_with("--ro-bind / / "), "{joined}");
-        assert!(joined.contains("--tmpfs /var/cache/tasks --ro-bind /var/cache/tasks/code/abc /var/cache/tasks/code/abc"), "{joined}");
+        assert!(joined.starts_with("--ro-bind-try /usr /usr --ro-bind-try /opt/runtimes /opt/runtimes --dev /dev --proc /proc "), "{joined}");
         assert!(
-            joined.contains("--bind /var/cache/tasks/work/64000 /var/cache/tasks/work/64000"),
+            !joined.contains("--ro-bind / /"),
+            "no view of the whole host: {joined}"
+        );
+        for writable in ["/tmp", "/dev/shm", "/var/cache/tasks/work/64000"] {
+            assert!(
+                joined.contains(&format!("--size 1024 --tmpfs {writable}")),
+                "{joined}"
+            );
+        }
+        assert!(
+            joined.contains("--ro-bind /var/cache/tasks/code/abc /var/cache/tasks/code/abc"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("--ro-bind /var/cache/tasks/runtimes /var/cache/tasks/runtimes"),
             "{joined}"
         );
         assert!(
