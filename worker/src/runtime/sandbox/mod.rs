@@ -145,18 +145,7 @@ impl Sandbox {
             if sandbox.mode == Mode::Users {
                 sandbox.confine_files();
             }
-            sandbox.cgroups = match Cgroups::prepare(&name) {
-                Ok(cgroups) => Some(cgroups),
-                Err(reason) => {
-                    tracing::warn!(
-                        "FUNCTION MEMORY BOUNDED PER PROCESS ONLY: no control group per function \
-                         process ({reason}). Each process is held to memoryLimit by RLIMIT_DATA, \
-                         but shared memory and memory-backed files are not counted, and a \
-                         function that forks can use up to max_processes × memoryLimit."
-                    );
-                    None
-                }
-            };
+            sandbox.cgroups = control_groups(&name);
         }
         tracing::info!(
             mode = ?sandbox.mode,
@@ -449,6 +438,20 @@ fn probe_memory_home(work_root: &Path) -> io::Result<()> {
     unmount_home(&probe);
     remove_if_present(&probe)?;
     mounted
+}
+
+/// The worker's control groups named `name`, or a warning saying why there are none.
+fn control_groups(name: &str) -> Option<Cgroups> {
+    Cgroups::prepare(name)
+        .inspect_err(|reason| {
+            tracing::warn!(
+                "FUNCTION MEMORY BOUNDED PER PROCESS ONLY: no control group per function process \
+                 ({reason}). Each process is held to memoryLimit by RLIMIT_DATA, but shared \
+                 memory and memory-backed files are not counted, and a function that forks can \
+                 use up to max_processes × memoryLimit."
+            )
+        })
+        .ok()
 }
 
 /// Installs the filter of the sandbox uids `first..=last` as configured. Where it cannot be
