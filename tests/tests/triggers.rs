@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use harness::{TestScheduler, publish_event, third_party_stub};
+use harness::{
+    TestDatabase, TestScheduler, TestVhost, all_permissions, authorized_client, example_code,
+    free_address, publish_event, scheduler_binary_command, terminate, third_party_stub, token,
+    wait_for_readiness,
+};
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
 use serde_json::{Value, json};
 
@@ -380,3 +384,65 @@ async fn events_whose_tasks_cannot_be_stored_are_dead_lettered() {
     app.stop().await;
 }
 
+/// An event's id is outside text, and the service logs it: a newline in it must not start a
+/// line of the scheduler's log that a reader would take for the service's own.
+#[tokio::test]
+async fn an_event_id_cannot_forge_a_line_of_the_schedulers_log() {
+    let database = TestDatabase::new();
+    let vhost = TestVhost::new();
+    let listen = free_address();
+    let child = scheduler_binary_command(
+        &database,
+        &vhost,
+        listen,
+        &[
+            ("TASKS__LOG__LEVEL", "info"),
+            ("TASKS__LOG__FORMAT", "pretty"),
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("the scheduler binary starts");
+    let base = format!("http://{listen}");
+    let http = authorized_client(&token(&all_permissions()));
+    wait_for_readiness(&http, &base, 200).await;
+    let function = json!({"name": "fn", "code": example_code("testing/noop"),
+        "entryPoint": "handler.handle", "runtime": "python3.11"});
+    let trigger = json!({"eventType": "ping", "functionName": "fn"});
+    for (path, body) in [("functions", function), ("triggers", trigger)] {
+        let response = http
+            .post(format!("{base}/tasks/v1/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let channel = vhost.channel().await;
+    let event = json!({"id": "evt\nFORGED ERROR the database was wiped", "type": "ping"});
+    publish_event(&channel, "ping", event.to_string().as_bytes()).await;
+    for _ in 0..200 {
+        let list: Value = http
+            .get(format!("{base}/tasks/v1/?eq(functionName,fn)"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["page"]["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    terminate(&child);
+    let output = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("evt\\nFORGED"),
+        "the event was logged with its newline escaped: {log}"
+    );
+    assert!(!log.lines().any(|line| line.starts_with("FORGED")), "{log}");
+}
