@@ -1,7 +1,7 @@
 //! Function code archives: a base64 zip on the wire, stored once per content hash, unpacked
 //! by workers into a cache directory named after that hash.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
 use std::path::Path;
 
 use base64::Engine;
@@ -30,6 +30,18 @@ pub enum CodeError {
     UnpackedTooLarge,
     #[error("the function code archive contains an unsafe path: {0}")]
     UnsafePath(String),
+    #[error("the function code archive holds both a file and a directory named `{0}`")]
+    FileAndDirectory(String),
+    #[error("the function code archive's entry `{name}` cannot be read: {reason}")]
+    Unreadable { name: String, reason: String },
+    #[error(
+        "the function code archive's entry `{name}` claims {claimed} bytes but unpacks to {real}"
+    )]
+    SizeMismatch {
+        name: String,
+        claimed: u64,
+        real: u64,
+    },
     #[error("could not write the unpacked function code: {0}")]
     Io(String),
 }
@@ -59,6 +71,9 @@ impl CodeArchive {
             return Err(CodeError::TooLarge);
         }
         inspect(&bytes)?;
+        // Decompressed without writing anything: what fails to unpack is refused now rather
+        // than when the function first runs.
+        unpack_into(&bytes, |_, _| Ok(None::<std::io::Sink>))?;
         let sha256 = hex_sha256(&bytes);
         Ok(CodeArchive { bytes, sha256 })
     }
@@ -71,7 +86,8 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Checks the central directory: at least one file, safe relative paths, bounded size.
+/// Checks the central directory: at least one file, safe relative paths, no name both a file
+/// and a directory, bounded size.
 fn inspect(bytes: &[u8]) -> Result<(), CodeError> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| CodeError::NotZip(e.to_string()))?;
@@ -80,23 +96,60 @@ fn inspect(bytes: &[u8]) -> Result<(), CodeError> {
     }
     let mut files = 0usize;
     let mut unpacked = 0u64;
+    let mut paths = Vec::with_capacity(archive.len());
     for index in 0..archive.len() {
         let entry = archive
             .by_index_raw(index)
             .map_err(|e| CodeError::NotZip(e.to_string()))?;
-        if entry.enclosed_name().is_none() {
+        let Some(path) = entry.enclosed_name() else {
             return Err(CodeError::UnsafePath(shown_name(entry.name())));
-        }
+        };
         if entry.is_file() {
             files += 1;
         }
         unpacked = unpacked.saturating_add(entry.size());
+        paths.push((comparable(&path), entry.is_dir()));
     }
     if files == 0 {
         return Err(CodeError::Empty);
     }
     if unpacked > MAX_UNPACKED_BYTES {
         return Err(CodeError::UnpackedTooLarge);
+    }
+    file_and_directory(paths)
+}
+
+/// A path as a string whose order is that of its components: joined by NUL, which sorts
+/// before every character an entry name may hold (the zip reader refuses NUL in names).
+fn comparable(path: &Path) -> String {
+    path.components()
+        .map(|component| component.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("\0")
+}
+
+/// Refuses a name that is both a file and a directory (explicitly, or as the parent of
+/// another entry): unpacking could create only one of them. In component order, whatever
+/// lies under a path comes right after it, so comparing neighbours is enough.
+fn file_and_directory(mut paths: Vec<(String, bool)>) -> Result<(), CodeError> {
+    paths.sort_unstable();
+    for pair in paths.windows(2) {
+        let [(first, first_is_dir), (second, second_is_dir)] = pair else {
+            continue;
+        };
+        let clash = if first == second {
+            first_is_dir != second_is_dir
+        } else {
+            !first_is_dir
+                && second
+                    .strip_prefix(first.as_str())
+                    .is_some_and(|rest| rest.starts_with('\0'))
+        };
+        if clash {
+            return Err(CodeError::FileAndDirectory(
+                first.replace('\0', "/").chars().take(200).collect(),
+            ));
+        }
     }
     Ok(())
 }
@@ -110,11 +163,43 @@ fn shown_name<E>(name: Result<std::borrow::Cow<'_, str>, E>) -> String {
 /// Unpacks a validated archive into `destination` (which must exist and be empty), keeping the
 /// executable bit of files that had it. Directories end up 0755 and files 0644 (0755 when
 /// executable), whatever the umask: the code is read by function processes running as other
-/// users, none of which may change it. Sizes are re-checked while reading, because the sizes in
-/// a zip's directory are only claims.
+/// users, none of which may change it.
 pub fn unpack(bytes: &[u8], destination: &Path) -> Result<(), CodeError> {
     inspect(bytes)?;
     let io = |e: std::io::Error| CodeError::Io(e.to_string());
+    unpack_into(bytes, |relative, executable| {
+        let path = destination.join(relative);
+        let Some(executable) = executable else {
+            std::fs::create_dir_all(&path).map_err(io)?;
+            return Ok(None);
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let file = std::fs::File::create(&path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if executable { 0o755 } else { 0o644 };
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(io)?;
+        }
+        Ok(Some(file))
+    })?;
+    #[cfg(unix)]
+    open_directories(destination).map_err(io)?;
+    Ok(())
+}
+
+/// Decompresses every entry of an archive `inspect` accepted into what `open` gives for it
+/// (its relative path, and for a file whether it is executable; `None` for a directory),
+/// when it gives anything. Sizes are counted while reading, because the sizes in a zip's
+/// directory are only claims: the whole stays within [`MAX_UNPACKED_BYTES`], and an entry
+/// that holds other than the size it claims is refused.
+fn unpack_into<W: Write>(
+    bytes: &[u8],
+    mut open: impl FnMut(&Path, Option<bool>) -> Result<Option<W>, CodeError>,
+) -> Result<(), CodeError> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| CodeError::NotZip(e.to_string()))?;
     let mut budget = MAX_UNPACKED_BYTES;
@@ -122,37 +207,36 @@ pub fn unpack(bytes: &[u8], destination: &Path) -> Result<(), CodeError> {
         let mut entry = archive
             .by_index(index)
             .map_err(|e| CodeError::NotZip(e.to_string()))?;
+        let name = shown_name(entry.name());
         let relative = entry
             .enclosed_name()
-            .ok_or_else(|| CodeError::UnsafePath(shown_name(entry.name())))?;
-        let path = destination.join(relative);
-        if entry.is_dir() {
-            std::fs::create_dir_all(&path).map_err(io)?;
-            continue;
+            .ok_or_else(|| CodeError::UnsafePath(name.clone()))?;
+        let executable = entry
+            .is_file()
+            .then(|| entry.unix_mode().is_some_and(|mode| mode & 0o111 != 0));
+        let destination = open(&relative, executable)?;
+        let unreadable = |e: std::io::Error| CodeError::Unreadable {
+            name: name.clone(),
+            reason: e.to_string(),
+        };
+        let mut limited = (&mut entry).take(budget + 1);
+        let real = match destination {
+            Some(mut file) => std::io::copy(&mut limited, &mut file),
+            None => std::io::copy(&mut limited, &mut std::io::sink()),
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let mut contents = Vec::new();
-        let read = (&mut entry)
-            .take(budget + 1)
-            .read_to_end(&mut contents)
-            .map_err(|e| CodeError::NotZip(e.to_string()))? as u64;
-        if read > budget {
+        .map_err(unreadable)?;
+        if real > budget {
             return Err(CodeError::UnpackedTooLarge);
         }
-        budget -= read;
-        std::fs::write(&path, contents).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let executable = entry.unix_mode().is_some_and(|mode| mode & 0o111 != 0);
-            let mode = if executable { 0o755 } else { 0o644 };
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        budget -= real;
+        if real != entry.size() {
+            return Err(CodeError::SizeMismatch {
+                name,
+                claimed: entry.size(),
+                real,
+            });
         }
     }
-    #[cfg(unix)]
-    open_directories(destination).map_err(io)?;
     Ok(())
 }
 
@@ -223,6 +307,43 @@ mod tests {
             CodeArchive::from_base64(&huge).unwrap_err(),
             CodeError::TooLarge
         );
+    }
+
+    #[test]
+    fn refuses_a_name_that_is_both_a_file_and_a_directory() {
+        let clash = |files: &[(&str, &str)]| CodeArchive::from_bytes(zip_of(files)).unwrap_err();
+        for files in [
+            &[("lib", "f"), ("lib/a.py", "x")][..],
+            &[("lib/a.py", "x"), ("lib-x", "y"), ("lib", "f")],
+            &[("a/lib/b/c.py", "x"), ("a/lib", "f")],
+        ] {
+            let expected = if files[0].0.starts_with("a/") {
+                "a/lib"
+            } else {
+                "lib"
+            };
+            assert_eq!(
+                clash(files),
+                CodeError::FileAndDirectory(expected.into()),
+                "{files:?}"
+            );
+        }
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        writer.add_directory("lib/", options).unwrap();
+        writer.start_file("lib", options).unwrap();
+        let explicit = writer.finish().unwrap().into_inner();
+        assert_eq!(
+            CodeArchive::from_bytes(explicit).unwrap_err(),
+            CodeError::FileAndDirectory("lib".into())
+        );
+        // Names that only begin alike are no clash.
+        CodeArchive::from_bytes(zip_of(&[
+            ("lib", "f"),
+            ("lib-x/a.py", "x"),
+            ("libs/b", "y"),
+        ]))
+        .unwrap();
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub struct Metrics {
     pub retries: IntCounter,
     /// Tasks failed by the sweeper as zombies.
     pub zombies_cleaned: IntCounter,
-    /// Platform events consumed, by `outcome`: matched, unmatched, malformed, requeued.
+    /// Platform events consumed, by `outcome`: matched, unmatched, malformed, unusable (their
+    /// tasks could never be stored), requeued.
     pub events_consumed: IntCounterVec,
     /// Messages moved to the dead-letter queue, by source `queue`.
     pub dead_lettered: IntCounterVec,

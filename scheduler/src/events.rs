@@ -1,13 +1,15 @@
 //! Platform events → tasks. Consumes the `tasks.events` queue (bound to every event on the
 //! `platform.events` exchange) and creates one task per matching trigger. Events nobody can
-//! understand are dead-lettered with the reason; none of them stops the consumer.
+//! understand, and events whose tasks could never be stored, are dead-lettered with the
+//! reason; none of them stops the consumer or waits in the queue for ever.
 
 use std::time::Duration;
 
 use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
-use common::db::triggers::Event;
+use common::db::triggers::{Event, EventOutcome};
 use common::db::{StoreError, Triggers};
 use futures_util::{FutureExt, StreamExt};
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::Value;
@@ -81,17 +83,8 @@ impl EventConsumer {
                         events.push(event);
                     }
                     Err(reason) => {
-                        tracing::warn!(%reason, "dead-lettering a malformed event");
-                        if amqp::dead_letter(&channel, EVENTS_QUEUE, &delivery, &reason).await? {
-                            self.metrics
-                                .dead_lettered
-                                .with_label_values(&[EVENTS_QUEUE])
-                                .inc();
-                            self.metrics
-                                .events_consumed
-                                .with_label_values(&["malformed"])
-                                .inc();
-                        }
+                        self.dead_letter(&channel, &delivery, None, &reason, "malformed")
+                            .await?
                     }
                 }
             }
@@ -99,48 +92,64 @@ impl EventConsumer {
                 continue;
             }
             match self.triggers.create_tasks_for(&events).await {
-                Ok(counts) => {
-                    for (event, counts) in events.iter().zip(counts) {
-                        self.count_stored(event, counts);
-                    }
-                    // One ack for the batch: every earlier delivery of this channel is
-                    // settled already (stored in an earlier batch, dead-lettered or requeued),
-                    // so `multiple` covers exactly these.
-                    if let Some(last) = received.last() {
-                        last.ack(BasicAckOptions { multiple: true }).await?;
-                    }
-                }
+                Ok(outcomes) => self.settle(&channel, &received, &events, outcomes).await?,
                 // One event the database refuses must not hold back the others: store
                 // them one by one.
                 Err(error) if events.len() > 1 => {
                     tracing::warn!(events = events.len(), %error, "could not store the tasks of a batch of events; storing them one by one");
                     for (delivery, event) in received.iter().zip(&events) {
-                        match self
-                            .triggers
-                            .create_tasks_for(std::slice::from_ref(event))
-                            .await
-                        {
-                            Ok(counts) => {
-                                for counts in counts {
-                                    self.count_stored(event, counts);
-                                }
-                                delivery.ack(BasicAckOptions::default()).await?;
+                        let alone = std::slice::from_ref(event);
+                        match self.triggers.create_tasks_for(alone).await {
+                            Ok(outcomes) => {
+                                let delivery = std::slice::from_ref(delivery);
+                                self.settle(&channel, delivery, alone, outcomes).await?
                             }
-                            Err(error) => self.requeue(delivery, event, &error).await?,
+                            Err(error) => self.refused(&channel, delivery, event, &error).await?,
                         }
                     }
                 }
                 Err(error) => {
                     for (delivery, event) in received.iter().zip(&events) {
-                        self.requeue(delivery, event, &error).await?;
+                        self.refused(&channel, delivery, event, &error).await?;
                     }
                 }
             }
         }
     }
 
+    /// Settles events whose outcome is known: dead-letters those that can never become
+    /// tasks, then acks the others.
+    async fn settle(
+        &self,
+        channel: &Channel,
+        deliveries: &[Delivery],
+        events: &[Event],
+        outcomes: Vec<EventOutcome>,
+    ) -> anyhow::Result<()> {
+        let mut last_stored = None;
+        for ((delivery, event), outcome) in deliveries.iter().zip(events).zip(outcomes) {
+            match outcome {
+                EventOutcome::Stored { matched, created } => {
+                    self.count_stored(event, matched, created);
+                    last_stored = Some(delivery);
+                }
+                EventOutcome::Unusable(reason) => {
+                    self.dead_letter(channel, delivery, Some(event), &reason, "unusable")
+                        .await?
+                }
+            }
+        }
+        // One ack for the stored ones: every earlier delivery of this channel is settled
+        // already (stored in an earlier batch, dead-lettered or requeued), so `multiple`
+        // covers exactly these.
+        if let Some(last) = last_stored {
+            last.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
+    }
+
     /// Counts an event whose tasks are stored, and tells the dispatcher about them.
-    fn count_stored(&self, event: &Event, (matched, created): (usize, u64)) {
+    fn count_stored(&self, event: &Event, matched: usize, created: u64) {
         if matched == 0 {
             tracing::debug!(event_id = %event.id, event_type = %event.event_type, "no trigger for this event");
             self.metrics
@@ -161,14 +170,47 @@ impl EventConsumer {
         self.dispatch.notify_one();
     }
 
-    /// Gives back an event whose tasks could not be stored (the database is unavailable),
-    /// and slows down.
-    async fn requeue(
+    /// Moves an event that can never become tasks to the dead-letter queue with `reason`,
+    /// counted under `outcome`.
+    async fn dead_letter(
         &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        event: Option<&Event>,
+        reason: &str,
+        outcome: &str,
+    ) -> anyhow::Result<()> {
+        let event_id = event.map(|event| event.id.as_str());
+        tracing::warn!(event_id, %reason, "dead-lettering an event");
+        if amqp::dead_letter(channel, EVENTS_QUEUE, delivery, reason).await? {
+            self.metrics
+                .dead_lettered
+                .with_label_values(&[EVENTS_QUEUE])
+                .inc();
+            self.metrics
+                .events_consumed
+                .with_label_values(&[outcome])
+                .inc();
+        }
+        Ok(())
+    }
+
+    /// Settles an event whose tasks the database refused. When the event is at fault (a
+    /// value the database cannot hold), it would be refused for ever: it is dead-lettered.
+    /// Otherwise (the database is unavailable) it is given back, and the consumer slows down.
+    async fn refused(
+        &self,
+        channel: &Channel,
         delivery: &Delivery,
         event: &Event,
         error: &StoreError,
     ) -> anyhow::Result<()> {
+        if error.is_data_exception() {
+            let reason = format!("the database refused the event's tasks: {error}");
+            return self
+                .dead_letter(channel, delivery, Some(event), &reason, "unusable")
+                .await;
+        }
         tracing::warn!(event_id = %event.id, %error, "could not store the tasks of an event; requeued");
         delivery
             .nack(BasicNackOptions {

@@ -714,6 +714,37 @@ pub fn worker_binary_command(
     command
 }
 
+/// The real `scheduler` binary on `database` and `vhost`, serving on `listen`, with a clean
+/// environment plus `settings` (`TASKS__…` variables), for tests that capture its output.
+pub fn scheduler_binary_command(
+    database: &TestDatabase,
+    vhost: &TestVhost,
+    listen: std::net::SocketAddr,
+    settings: &[(&str, &str)],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary("scheduler"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TASKS__DATABASE__URL", &database.url)
+        .env("TASKS__AMQP__URL", &vhost.url)
+        .env("TASKS__HTTP__LISTEN", listen.to_string())
+        .env("TASKS__AUTH__JWT_SECRET", TEST_SECRET)
+        .env("TASKS__SECRETS__KEY", TEST_SECRETS_KEY)
+        .kill_on_drop(true);
+    for (key, value) in settings {
+        command.env(key, value);
+    }
+    command
+}
+
+/// A loopback address no process listens on now.
+pub fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
 /// Sends SIGTERM to a child process.
 pub fn terminate(child: &tokio::process::Child) {
     let pid = child.id().expect("the child is running");

@@ -380,3 +380,57 @@ async fn invalid_functions_are_rejected_and_change_nothing() {
     assert!(fetched.get("description").is_none(), "{fetched}");
     app.stop().await;
 }
+
+/// Writes `size` as the uncompressed size of the entry `name`, in its local header and in the
+/// central directory, leaving its data as it is: an archive whose sizes lie.
+fn lie_about_size(archive: &mut [u8], name: &str, size: u32) {
+    let read_u16 = |at: usize| usize::from(u16::from_le_bytes([archive[at], archive[at + 1]]));
+    let mut patched = Vec::new();
+    for at in 0..archive.len().saturating_sub(46) {
+        // (signature, offset of the uncompressed size, of the name length, of the name)
+        let layout = match &archive[at..at + 4] {
+            b"PK\x03\x04" => (22, 26, 30),
+            b"PK\x01\x02" => (24, 28, 46),
+            _ => continue,
+        };
+        let length = read_u16(at + layout.1);
+        let start = at + layout.2;
+        if archive.get(start..start + length) == Some(name.as_bytes()) {
+            patched.push(at + layout.0);
+        }
+    }
+    assert_eq!(patched.len(), 2, "one local header and one directory entry");
+    for at in patched {
+        archive[at..at + 4].copy_from_slice(&size.to_le_bytes());
+    }
+}
+
+/// Archives that unpack to something other than what their directory says are refused at
+/// upload, not when their function first runs.
+#[tokio::test]
+async fn archives_that_could_not_be_unpacked_are_refused_at_upload() {
+    let app = TestScheduler::start().await;
+    let zeros = "\0".repeat(1024 * 1024);
+    let mut lying = zip_files(&[
+        ("handler.py", "def handle(e, c): return 1"),
+        ("data.bin", &zeros),
+    ]);
+    lie_about_size(&mut lying, "data.bin", 16);
+    let clashing = zip_files(&[
+        ("handler.py", "def handle(e, c): return 1"),
+        ("lib", "a file"),
+        ("lib/module.py", "in a directory of the same name"),
+    ]);
+    for (archive, said) in [(lying, "data.bin"), (clashing, "`lib`")] {
+        let mut body = function_body("fn-x");
+        body["code"] = json!(base64(&archive));
+        let (status, response) = app.post("/tasks/v1/functions", &body).await;
+        assert_error(status, &response, 400, 1401);
+        assert!(
+            response["message"].as_str().unwrap().contains(said),
+            "{response}"
+        );
+    }
+    let (_, list) = app.get("/tasks/v1/functions").await;
+    assert_eq!(list["page"]["total"], 0, "nothing was stored: {list}");
+}

@@ -214,3 +214,123 @@ async fn a_function_abusing_the_runtime_api_fails_only_its_own_task() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// A `provided` runtime whose every answer holds NUL, which Postgres cannot store: in its
+/// output line, in its result (`data.mode` = `result`: in a value, `key`: in a key) or in its
+/// error's type and message (any other mode, and API calls).
+const NUL_BOOTSTRAP: &str = r#"#!/usr/bin/env python3
+import http.client, json, os
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+api = http.client.HTTPConnection(host, int(port))
+while True:
+    api.request("GET", "/2018-06-01/runtime/invocation/next")
+    answer = api.getresponse()
+    request_id = answer.getheader("lambda-runtime-aws-request-id")
+    event = json.loads(answer.read())
+    mode = (event.get("data") or {}).get("mode", "error")
+    print("before\0after", flush=True)
+    if mode == "result":
+        path, body = "response", b'{"a": "x\\u0000y"}'
+    elif mode == "key":
+        path, body = "response", b'{"k\\u0000": 1}'
+    else:
+        path, body = "error", b'{"errorType": "Bad\\u0000Type", "errorMessage": "bad\\u0000input"}'
+    api.request("POST", f"/2018-06-01/runtime/invocation/{request_id}/{path}", body=body)
+    api.getresponse().read()
+"#;
+
+#[tokio::test]
+async fn function_output_holding_nul_is_stored_cleaned_or_fails_its_task_at_once() {
+    use std::io::Write;
+    let app = TestScheduler::start().await;
+    let worker = app.start_worker(1).await;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let executable = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    writer.start_file("bootstrap", executable).unwrap();
+    writer.write_all(NUL_BOOTSTRAP.as_bytes()).unwrap();
+    let code = harness::base64(&writer.finish().unwrap().into_inner());
+    let (status, body) = app
+        .post(
+            "/tasks/v1/functions",
+            &json!({"name": "nul", "code": code, "entryPoint": "unused",
+                    "runtime": "provided.al2023", "timeLimit": 20}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = async |mode: &str| {
+        let (status, task) = app
+            .post(
+                "/tasks/v1",
+                &json!({"functionName": "nul", "data": {"mode": mode}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{task}");
+        let id = task["id"].as_str().unwrap().to_owned();
+        let task = app.wait_until_finished(&id).await;
+        let (_, logs) = app.get(&format!("/tasks/v1/{id}/logs")).await;
+        assert_eq!(
+            logs["data"][0]["message"], "before\u{FFFD}after",
+            "{mode}: the output line is kept, its NUL replaced: {logs}"
+        );
+        task
+    };
+    for mode in ["result", "key"] {
+        let task = run(mode).await;
+        assert_eq!(task["status"], "failed", "{mode}: {task}");
+        assert_eq!(task["error"]["type"], "runtime", "{task}");
+        assert_eq!(task["error"]["name"], "Runtime.InvalidResponse", "{task}");
+        assert!(
+            task["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("NUL")),
+            "{task}"
+        );
+    }
+    let task = run("error").await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(
+        (&task["error"]["name"], &task["error"]["message"]),
+        (&json!("Bad\u{FFFD}Type"), &json!("bad\u{FFFD}input")),
+        "{task}"
+    );
+
+    let (status, error) = app
+        .post(
+            "/tasks/v1/functions/nul/execute",
+            &json!({"data": {"mode": "result"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1406)),
+        "{error}"
+    );
+    assert_eq!(
+        error["runtimeError"]["name"], "Runtime.InvalidResponse",
+        "{error}"
+    );
+
+    let (status, error) = app.get("/tasks/v1/api/nul").await;
+    assert_eq!(
+        (status, error["code"].as_u64()),
+        (400, Some(1406)),
+        "{error}"
+    );
+    let mut recorded = json!(null);
+    for _ in 0..100 {
+        let (_, requests) = app.get("/tasks/v1/apiRequests").await;
+        recorded = requests["data"][0].clone();
+        if !recorded.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        recorded["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("Bad\u{FFFD}Type: bad\u{FFFD}input")),
+        "the call is recorded: {recorded}"
+    );
+    worker.stop().await;
+    app.stop().await;
+}

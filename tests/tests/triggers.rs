@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use harness::{TestScheduler, publish_event, third_party_stub};
+use harness::{
+    TestDatabase, TestScheduler, TestVhost, all_permissions, authorized_client, example_code,
+    free_address, publish_event, scheduler_binary_command, terminate, third_party_stub, token,
+    wait_for_readiness,
+};
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
 use serde_json::{Value, json};
 
@@ -24,6 +28,31 @@ async fn wait_for_tasks(app: &TestScheduler, function: &str, count: usize) -> Ve
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tasks_of(app, function).await
+}
+
+/// The `x-reason` of every message in `tasks.dead-letter`, oldest first (taking them off).
+async fn dead_letter_reasons(channel: &lapin::Channel) -> Vec<String> {
+    let mut reasons = Vec::new();
+    while let Some(message) = channel
+        .basic_get("tasks.dead-letter".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let headers = message
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        let reason = match headers.inner().get("x-reason") {
+            Some(lapin::types::AMQPValue::LongString(text)) => {
+                String::from_utf8_lossy(text.as_bytes()).into_owned()
+            }
+            other => panic!("no x-reason header: {other:?}"),
+        };
+        reasons.push(reason);
+    }
+    reasons
 }
 
 #[tokio::test]
@@ -218,26 +247,7 @@ async fn a_redelivered_event_creates_one_task_and_malformed_events_are_dead_lett
     let event_tags: Vec<&Value> = tasks_after.iter().map(|t| &t["tags"][0]).collect();
     assert_eq!(event_tags, vec![&json!("event:same"), &json!("event:next")]);
 
-    let mut reasons = Vec::new();
-    while let Some(message) = channel
-        .basic_get("tasks.dead-letter".into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let headers = message
-            .delivery
-            .properties
-            .headers()
-            .clone()
-            .unwrap_or_default();
-        let reason = match headers.inner().get("x-reason") {
-            Some(lapin::types::AMQPValue::LongString(text)) => {
-                String::from_utf8_lossy(text.as_bytes()).into_owned()
-            }
-            other => panic!("no x-reason header: {other:?}"),
-        };
-        reasons.push(reason);
-    }
+    let reasons = dead_letter_reasons(&channel).await;
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].contains("not JSON"), "{reasons:?}");
     assert!(reasons[1].contains("`id`"), "{reasons:?}");
@@ -279,4 +289,160 @@ async fn a_trigger_on_task_failed_reacts_to_failures() {
     );
     worker.stop().await;
     app.stop().await;
+}
+
+/// Events whose tasks could never be stored (text Postgres refuses, task data over the
+/// limit) are dead-lettered with the reason at once, create no task, and do not hold back the
+/// events behind them.
+#[tokio::test]
+async fn events_whose_tasks_cannot_be_stored_are_dead_lettered() {
+    let app = TestScheduler::start().await;
+    app.create_noop_function("fn").await;
+    app.create_noop_function("big").await;
+    app.post(
+        "/tasks/v1/triggers",
+        &json!({"eventType": "ping", "functionName": "fn"}),
+    )
+    .await;
+    let (status, trigger) = app
+        .post(
+            "/tasks/v1/triggers",
+            &json!({"eventType": "large", "functionName": "big", "data": {"pad": "t".repeat(150_000)}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{trigger}");
+    let channel = app.vhost.channel().await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let unusable = [
+        (
+            "ping",
+            json!({"id": "nul-value", "type": "ping", "content": {"a": "x\u{0}y"}}),
+        ),
+        (
+            "ping",
+            json!({"id": "nul-key", "type": "ping", "content": {"k\u{0}": 1}}),
+        ),
+        // Each alone is within its limit; the task's data (the trigger's plus the event) is not.
+        (
+            "large",
+            json!({"id": "large", "type": "large", "content": {"pad": "e".repeat(150_000)}}),
+        ),
+    ];
+    for (kind, event) in &unusable {
+        publish_event(&channel, kind, event.to_string().as_bytes()).await;
+    }
+    publish_event(
+        &channel,
+        "ping",
+        json!({"id": "valid", "type": "ping"})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+
+    let tasks = wait_for_tasks(&app, "fn", 1).await;
+    assert_eq!(tasks[0]["tags"], json!(["event:valid"]), "{tasks:?}");
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons.extend(dead_letter_reasons(&channel).await);
+        if reasons.len() >= unusable.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    let naming = |text: &str| reasons.iter().filter(|r| r.contains(text)).count();
+    assert_eq!((naming("NUL"), naming("262144")), (2, 1), "{reasons:?}");
+    assert_eq!(tasks_of(&app, "fn").await.len(), 1, "only the valid event");
+    assert!(tasks_of(&app, "big").await.is_empty());
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        harness::metric_value(
+            &metrics,
+            "tasks_events_consumed_total{outcome=\"unusable\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        harness::metric_value(
+            &metrics,
+            "tasks_events_consumed_total{outcome=\"requeued\"}"
+        ),
+        0.0
+    );
+    app.stop().await;
+}
+
+/// An event's id is outside text, and the service logs it: a newline in it must not start a
+/// line of the scheduler's log that a reader would take for the service's own.
+#[tokio::test]
+async fn an_event_id_cannot_forge_a_line_of_the_schedulers_log() {
+    let database = TestDatabase::new();
+    let vhost = TestVhost::new();
+    let listen = free_address();
+    let child = scheduler_binary_command(
+        &database,
+        &vhost,
+        listen,
+        &[
+            ("TASKS__LOG__LEVEL", "info"),
+            ("TASKS__LOG__FORMAT", "pretty"),
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("the scheduler binary starts");
+    let base = format!("http://{listen}");
+    let http = authorized_client(&token(&all_permissions()));
+    wait_for_readiness(&http, &base, 200).await;
+    let function = json!({"name": "fn", "code": example_code("testing/noop"),
+        "entryPoint": "handler.handle", "runtime": "python3.11"});
+    let trigger = json!({"eventType": "ping", "functionName": "fn"});
+    for (path, body) in [("functions", function), ("triggers", trigger)] {
+        let response = http
+            .post(format!("{base}/tasks/v1/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let channel = vhost.channel().await;
+    let event = json!({"id": "evt\nFORGED ERROR the database was wiped", "type": "ping"});
+    publish_event(&channel, "ping", event.to_string().as_bytes()).await;
+    for _ in 0..200 {
+        let list: Value = http
+            .get(format!("{base}/tasks/v1/?eq(functionName,fn)"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["page"]["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    terminate(&child);
+    let output = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("evt\\nFORGED"),
+        "the event was logged with its newline escaped: {log}"
+    );
+    assert!(!log.lines().any(|line| line.starts_with("FORGED")), "{log}");
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, Completion, FailOutcome, Fence};
 use common::db::task_logs::LogLine;
-use common::db::{ApiRequests, Functions, Lifecycle, StoreError};
+use common::db::{ApiRequests, Functions, Lifecycle, StoreError, text};
 use common::domain::{FunctionDefinition, Runtime, Task, TaskError, TaskStatus};
 use common::metrics::Metrics;
 use serde_json::Value;
@@ -435,7 +435,8 @@ impl Executor {
     }
 }
 
-/// A task's result: the function's JSON answer, within [`MAX_RESULT_BYTES`].
+/// A task's result: the function's JSON answer, within [`MAX_RESULT_BYTES`], and one the
+/// database can store (else the worker could never complete the task).
 fn result_of(body: &[u8]) -> Result<Value, TaskError> {
     if body.len() > MAX_RESULT_BYTES {
         return Err(TaskError::runtime(
@@ -446,12 +447,19 @@ fn result_of(body: &[u8]) -> Result<Value, TaskError> {
             ),
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let result: Value = serde_json::from_slice(body).map_err(|e| {
         TaskError::runtime(
             "Runtime.InvalidResponse",
             format!("The function's result is not valid JSON: {e}"),
         )
-    })
+    })?;
+    if !text::json_is_storable(&result) {
+        return Err(TaskError::runtime(
+            "Runtime.InvalidResponse",
+            format!("The function's result {}", text::HOLDS_NUL),
+        ));
+    }
+    Ok(result)
 }
 
 fn spec_of(function: &FunctionDefinition) -> Result<FunctionSpec, TaskError> {

@@ -11,6 +11,7 @@ use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
 use super::log_lines::LogTable;
 use super::task_logs::LogLine;
+use super::text::storable_json;
 use crate::rql::{Field, FieldKind, Schema};
 
 pub static API_REQUEST_SCHEMA: Schema = Schema {
@@ -65,6 +66,8 @@ impl ApiRequests {
     }
 
     pub async fn insert(&self, request: &ApiRequest) -> Result<(), StoreError> {
+        // The error may carry the function's own error type and message.
+        let error = request.error.clone().map(storable_json);
         let client = self.pool.get().await?;
         client
             .execute(
@@ -79,7 +82,7 @@ impl ApiRequests {
                     &request.status_code,
                     &request.timestamp,
                     &request.duration,
-                    &request.error,
+                    &error,
                 ],
             )
             .await?;

@@ -22,6 +22,7 @@ use super::log_lines::LogColumns;
 use super::outbox;
 use super::task_logs::{LogLine, TASK_LOGS};
 use super::tasks::{DirectTaskRow, task_from_row};
+use super::text::storable_text;
 use crate::amqp::DirectTask;
 use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
 use crate::id::ObjectId;
@@ -229,6 +230,7 @@ impl Lifecycle {
         error: &TaskError,
         logs: &[LogLine],
     ) -> Result<FailOutcome, StoreError> {
+        let error = &storable_error(error);
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         TASK_LOGS.append(&transaction, task_id, logs).await?;
@@ -363,6 +365,16 @@ impl Lifecycle {
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
+    }
+}
+
+/// `error` as the database can store it: the name and message of an error a function
+/// reported are its own text, and may hold NUL.
+fn storable_error(error: &TaskError) -> TaskError {
+    TaskError {
+        kind: error.kind,
+        name: storable_text(&error.name).into_owned(),
+        message: storable_text(&error.message).into_owned(),
     }
 }
 

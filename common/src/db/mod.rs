@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod schedules;
 pub mod task_logs;
 pub mod tasks;
+pub mod text;
 pub mod triggers;
 
 use std::str::FromStr;

@@ -7,10 +7,10 @@ use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
 
-use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
-use crate::domain::Trigger;
+use super::{StoreError, text};
 use crate::domain::trigger::{EVENT_KEY, event_type_matches};
+use crate::domain::{Trigger, task};
 use crate::id::ObjectId;
 use crate::rql::{Field, FieldKind, Schema};
 
@@ -162,11 +162,12 @@ impl Triggers {
 
     /// Creates one task per enabled trigger matching each event, for all the events in one
     /// statement. A redelivered event creates nothing new: the (trigger, event id) pair is
-    /// unique. Returns, per event, (matching triggers, tasks created).
+    /// unique. An event whose tasks could never be stored creates none. Returns what became of
+    /// each event.
     pub async fn create_tasks_for(
         &self,
         events: &[Event],
-    ) -> Result<Vec<(usize, u64)>, StoreError> {
+    ) -> Result<Vec<EventOutcome>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -179,35 +180,22 @@ impl Triggers {
             .map(trigger_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         let now = crate::time::now();
-        let mut counts = vec![(0, 0); events.len()];
+        let mut outcomes = Vec::with_capacity(events.len());
         let mut inserts = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            for trigger in &triggers {
-                if !event_type_matches(&trigger.event_type, &event.event_type) {
-                    continue;
+            match triggered_tasks(index, event, &triggers, now) {
+                Ok(tasks) => {
+                    outcomes.push(EventOutcome::Stored {
+                        matched: tasks.len(),
+                        created: 0,
+                    });
+                    inserts.extend(tasks);
                 }
-                counts[index].0 += 1;
-                let mut data = match &trigger.data {
-                    Value::Object(map) => map.clone(),
-                    _ => Map::new(),
-                };
-                data.insert(EVENT_KEY.to_owned(), event.envelope.clone());
-                let mut tags = trigger.tags.clone();
-                tags.push(format!("event:{}", event.id));
-                inserts.push(TriggeredTask {
-                    event: index,
-                    id: ObjectId::generate().to_string(),
-                    data: Value::Object(data),
-                    // Arrays of arrays must be rectangular in Postgres: the tags travel as JSON.
-                    tags: Value::from(tags),
-                    start: now + chrono::Duration::seconds(trigger.delay_seconds),
-                    trigger_id: trigger.id.to_string(),
-                    trigger,
-                });
+                Err(reason) => outcomes.push(EventOutcome::Unusable(reason)),
             }
         }
         if inserts.is_empty() {
-            return Ok(counts);
+            return Ok(outcomes);
         }
         let statement = client
             .prepare_cached(
@@ -255,10 +243,69 @@ impl Triggers {
             .map(|row| row.try_get::<_, String>(0))
             .collect::<Result<HashSet<_>, _>>()?;
         for task in inserts.iter().filter(|task| created.contains(&task.id)) {
-            counts[task.event].1 += 1;
+            if let Some(EventOutcome::Stored { created, .. }) = outcomes.get_mut(task.event) {
+                *created += 1;
+            }
         }
-        Ok(counts)
+        Ok(outcomes)
     }
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// The tasks of its triggers are stored: how many enabled triggers matched it, how many
+    /// tasks were created (fewer when it was delivered before).
+    Stored { matched: usize, created: u64 },
+    /// It can never become tasks, for this reason.
+    Unusable(String),
+}
+
+/// The tasks the triggers matching `event` (the `index`-th of its batch) create, or why it
+/// can create none: the database could not store it, or a task's data would pass the limit.
+fn triggered_tasks<'a>(
+    index: usize,
+    event: &Event,
+    triggers: &'a [Trigger],
+    now: DateTime<Utc>,
+) -> Result<Vec<TriggeredTask<'a>>, String> {
+    let mut matching = triggers
+        .iter()
+        .filter(|trigger| event_type_matches(&trigger.event_type, &event.event_type))
+        .peekable();
+    // The id is part of the envelope, so this covers the task's tag and key too. An event no
+    // trigger wants is never stored, and fine as it is.
+    if matching.peek().is_some() && !text::json_is_storable(&event.envelope) {
+        return Err(format!("the event {}", text::HOLDS_NUL));
+    }
+    let mut tasks = Vec::new();
+    for trigger in matching {
+        let mut data = match &trigger.data {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        };
+        data.insert(EVENT_KEY.to_owned(), event.envelope.clone());
+        let data = Value::Object(data);
+        if let Some(error) = task::data_size_error(&data) {
+            return Err(format!(
+                "the task of trigger {} cannot be created: its {error}",
+                trigger.id
+            ));
+        }
+        let mut tags = trigger.tags.clone();
+        tags.push(format!("event:{}", event.id));
+        tasks.push(TriggeredTask {
+            event: index,
+            id: ObjectId::generate().to_string(),
+            data,
+            // Arrays of arrays must be rectangular in Postgres: the tags travel as JSON.
+            tags: Value::from(tags),
+            start: now + chrono::Duration::seconds(trigger.delay_seconds),
+            trigger_id: trigger.id.to_string(),
+            trigger,
+        });
+    }
+    Ok(tasks)
 }
 
 /// A task an event's trigger creates.

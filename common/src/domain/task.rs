@@ -125,6 +125,35 @@ impl TaskError {
     }
 }
 
+/// Largest serialized `data` of a task (the size of a Lambda async payload), whoever creates
+/// it: the API, a schedule, a trigger from its data and an event.
+pub const MAX_DATA_BYTES: usize = 256 * 1024;
+
+/// Why `data` cannot be a task's, when it is too large.
+pub fn data_size_error(data: &Value) -> Option<String> {
+    let mut size = SerializedSize(0);
+    let size = match serde_json::to_writer(&mut size, data) {
+        Ok(()) => size.0,
+        Err(_) => usize::MAX,
+    };
+    (size > MAX_DATA_BYTES)
+        .then(|| format!("data takes {size} bytes, more than the limit of {MAX_DATA_BYTES}"))
+}
+
+/// Counts the bytes written to it, so a size is measured without building the text.
+struct SerializedSize(usize);
+
+impl std::io::Write for SerializedSize {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A task as stored and as returned by the API.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -172,6 +201,18 @@ mod tests {
             let json = serde_json::to_string(&status).unwrap();
             assert_eq!(json, format!("\"{}\"", status.as_str()));
         }
+    }
+
+    #[test]
+    fn data_is_measured_as_serialized() {
+        let at_limit = serde_json::json!({"a": "x".repeat(MAX_DATA_BYTES - 8)});
+        assert_eq!(serde_json::to_vec(&at_limit).unwrap().len(), MAX_DATA_BYTES);
+        assert_eq!(data_size_error(&at_limit), None);
+        let over = serde_json::json!({"a": "x".repeat(MAX_DATA_BYTES - 7)});
+        assert_eq!(
+            data_size_error(&over).as_deref(),
+            Some("data takes 262145 bytes, more than the limit of 262144")
+        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub async fn create(
         creation_timestamp: now,
         update_timestamp: now,
     };
-    let (function, code) = apply(blank, input)?;
+    let (function, code) = apply(blank, input).await?;
     let Some(code) = code else {
         return Err(ApiError::MissingFields(vec!["code"]));
     };
@@ -190,7 +190,7 @@ pub async fn update(
             "A function cannot be renamed: `name` must match the URL".into(),
         ));
     }
-    let (function, code) = apply(existing, input)?;
+    let (function, code) = apply(existing, input).await?;
     let affected = state.functions.update(&function, code.as_ref()).await?;
     state.function_cache.forget_all();
     if affected == 0 {
@@ -261,7 +261,7 @@ pub fn unknown_function(name: &str) -> ApiError {
 
 /// Applies the given fields of `input` to `function` and validates the result. Returns the new
 /// definition and, when `code` was given, the validated archive.
-fn apply(
+async fn apply(
     mut function: FunctionDefinition,
     input: FunctionInput,
 ) -> Result<(FunctionDefinition, Option<CodeArchive>), ApiError> {
@@ -313,11 +313,17 @@ fn apply(
             function.retry_policy.errors_to_retry = errors;
         }
     }
-    let code = input
-        .code
-        .map(|code| CodeArchive::from_base64(&code))
-        .transpose()
-        .map_err(|e| ApiError::InvalidFunctionCode(e.to_string()))?;
+    let code = match input.code {
+        // Checking an archive decompresses all of it (up to 250 MB): not on a thread that
+        // serves requests.
+        Some(code) => Some(
+            tokio::task::spawn_blocking(move || CodeArchive::from_base64(&code))
+                .await
+                .map_err(|_| ApiError::Server)?
+                .map_err(|e| ApiError::InvalidFunctionCode(e.to_string()))?,
+        ),
+        None => None,
+    };
     Ok((function, code))
 }
 

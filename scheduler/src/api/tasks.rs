@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use common::db::task_logs::{LOG_SCHEMA, LogLine};
 use common::db::tasks::{CancelOutcome, NewTask, TASK_SCHEMA};
-use common::domain::{Priority, Task, TaskSource, TaskStatus};
+use common::domain::{Priority, Task, TaskSource, TaskStatus, task};
 use common::id::ObjectId;
 
 use crate::auth::Identity;
@@ -19,8 +19,6 @@ use super::functions::unknown_function;
 use super::paging::{LOG_LIMITS, ListQuery, PageInfo, PagedResult, RESOURCE_LIMITS};
 use super::{AffectedRecords, AppState};
 
-/// Serialized `data` of a task may not exceed this (the size of a Lambda async payload).
-pub const MAX_DATA_BYTES: usize = 256 * 1024;
 const MAX_TAGS: usize = 100;
 const MAX_TAG_CHARS: usize = 256;
 
@@ -103,15 +101,10 @@ pub async fn create(
 }
 
 pub fn check_data_size(data: &Value) -> Result<(), ApiError> {
-    let size = serde_json::to_vec(data)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if size > MAX_DATA_BYTES {
-        return Err(ApiError::FieldFormat(format!(
-            "data takes {size} bytes, more than the limit of {MAX_DATA_BYTES}"
-        )));
+    match task::data_size_error(data) {
+        Some(error) => Err(ApiError::FieldFormat(error)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 pub fn check_tags(tags: &[String]) -> Result<(), ApiError> {

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use common::db::task_logs::LogLine;
+use common::db::text::storable_text;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -142,9 +143,7 @@ async fn read_lines(
 /// which Postgres text cannot hold (a single NUL would fail the whole transaction that stores
 /// the attempt's outcome with its logs).
 fn log_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .trim_end_matches('\r')
-        .replace('\0', "\u{FFFD}")
+    storable_text(String::from_utf8_lossy(bytes).trim_end_matches('\r')).into_owned()
 }
 
 #[cfg(test)]
