@@ -367,18 +367,23 @@ impl Api {
 }
 
 /// A tiny HTTP server recording every side effect functions report: the body of each POST
-/// (an `aws_request_id`), with when it arrived.
+/// (an `aws_request_id`), with when it arrived. It runs on a host of its own, as the third
+/// party a function calls would (functions cannot reach this machine's loopback).
 pub struct Recorder {
     pub url: String,
     effects: Arc<Mutex<Vec<(String, Instant)>>>,
+    _host: crate::test_host::TestHost,
 }
 
 impl Recorder {
     pub async fn start() -> Recorder {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the recorder");
+        let host = crate::test_host::TestHost::create(&[]);
+        let listener = host.listen(80);
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener =
+            tokio::net::TcpListener::from_std(listener).expect("the recorder's listener");
         let address = listener.local_addr().expect("recorder address");
+        let address = std::net::SocketAddr::from((host.address, address.port()));
         let effects = Arc::new(Mutex::new(Vec::new()));
         let recorded = effects.clone();
         tokio::spawn(async move {
@@ -389,6 +394,7 @@ impl Recorder {
         Recorder {
             url: format!("http://{address}/effects"),
             effects,
+            _host: host,
         }
     }
 

@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use harness::test_host::{TestHost, http_response};
 use harness::{TestScheduler, TestWorker, base64, zip_files};
 use serde_json::{Value, json};
-use worker::cidr::CidrList;
+use worker::cidr::Cidr;
+use worker::config::CommaList;
 use worker::config::Isolation;
 
 /// Tries each target (`[name, host, port]`) as an attacker would: connect, send an HTTP
@@ -94,8 +95,8 @@ async fn filtered_worker(
     deny: &str,
     allow: &str,
 ) -> TestWorker {
-    let deny: CidrList = serde_json::from_value(json!(deny)).unwrap();
-    let allow: CidrList = serde_json::from_value(json!(allow)).unwrap();
+    let deny: CommaList<Cidr> = serde_json::from_value(json!(deny)).unwrap();
+    let allow: CommaList<Cidr> = serde_json::from_value(json!(allow)).unwrap();
     TestWorker::start(app, |config| {
         config.worker.concurrency = 2;
         config.worker.sandbox.isolation = Isolation::Users;

@@ -5,8 +5,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// A network: an address with the bits beyond the prefix cleared, and the prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -71,39 +69,6 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// A list of ranges, written as a comma-separated string (the form an environment variable
-/// takes) or as an array in a configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CidrList(pub Vec<Cidr>);
-
-impl Serialize for CidrList {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let text: Vec<String> = self.0.iter().map(Cidr::to_string).collect();
-        serializer.serialize_str(&text.join(","))
-    }
-}
-
-impl<'de> Deserialize<'de> for CidrList {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Text(String),
-            List(Vec<String>),
-        }
-        let items = match Written::deserialize(deserializer)? {
-            Written::Text(text) => text.split(',').map(str::to_owned).collect(),
-            Written::List(items) => items,
-        };
-        items
-            .iter()
-            .filter(|item| !item.trim().is_empty())
-            .map(|item| item.parse().map_err(serde::de::Error::custom))
-            .collect::<Result<_, _>>()
-            .map(CidrList)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,15 +82,5 @@ mod tests {
         assert_eq!(read("0.0.0.0/0").unwrap(), "0.0.0.0/0");
         assert!(read("10.0.0.0/33").is_err());
         assert!(read("example.com").is_err());
-    }
-
-    #[test]
-    fn a_list_comes_from_a_string_or_an_array() {
-        let from_text: CidrList = serde_json::from_str("\"10.0.0.0/8, fe80::/10,\"").unwrap();
-        assert_eq!(from_text.0.len(), 2);
-        let from_array: CidrList = serde_json::from_str("[\"10.0.0.0/8\"]").unwrap();
-        assert_eq!(from_array.0.len(), 1);
-        let error = serde_json::from_str::<CidrList>("\"10.0.0.0/8,nope\"").unwrap_err();
-        assert!(error.to_string().contains("nope"), "{error}");
     }
 }

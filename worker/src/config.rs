@@ -1,12 +1,14 @@
 //! The worker's configuration (see `common::config` for how it is loaded).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::CidrList;
+use crate::cidr::Cidr;
 use common::config::{AmqpConfig, DatabaseConfig, LogConfig};
 use common::secrets::SecretsConfig;
 
@@ -104,24 +106,25 @@ pub enum Isolation {
     None,
 }
 
-/// A list of paths, written as a comma-separated string (an environment variable) or an array.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PathList(pub Vec<PathBuf>);
+/// A list written as a comma-separated string (the form an environment variable takes) or
+/// as an array in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommaList<T>(pub Vec<T>);
 
-impl PathList {
-    pub fn iter(&self) -> std::slice::Iter<'_, PathBuf> {
-        self.0.iter()
+impl<T> Default for CommaList<T> {
+    fn default() -> Self {
+        CommaList(Vec::new())
     }
 }
 
-impl Serialize for PathList {
+impl<T: fmt::Display> Serialize for CommaList<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let text: Vec<String> = self.0.iter().map(|p| p.display().to_string()).collect();
-        serializer.serialize_str(&text.join(","))
+        let items: Vec<String> = self.0.iter().map(T::to_string).collect();
+        serializer.serialize_str(&items.join(","))
     }
 }
 
-impl<'de> Deserialize<'de> for PathList {
+impl<'de, T: FromStr<Err = String>> Deserialize<'de> for CommaList<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -133,19 +136,36 @@ impl<'de> Deserialize<'de> for PathList {
             Written::Text(text) => text.split(',').map(str::to_owned).collect(),
             Written::List(items) => items,
         };
-        let paths: Vec<PathBuf> = items
+        items
             .iter()
             .map(|item| item.trim())
             .filter(|item| !item.is_empty())
-            .map(PathBuf::from)
-            .collect();
-        if let Some(relative) = paths.iter().find(|path| !path.is_absolute()) {
-            return Err(serde::de::Error::custom(format!(
-                "`{}` is not an absolute path",
-                relative.display()
-            )));
+            .map(|item| item.parse().map_err(serde::de::Error::custom))
+            .collect::<Result<_, _>>()
+            .map(CommaList)
+    }
+}
+
+/// A path that does not depend on the working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsolutePath(pub PathBuf);
+
+impl FromStr for AbsolutePath {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let path = PathBuf::from(text);
+        if path.is_absolute() {
+            Ok(AbsolutePath(path))
+        } else {
+            Err(format!("`{text}` is not an absolute path"))
         }
-        Ok(PathList(paths))
+    }
+}
+
+impl fmt::Display for AbsolutePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
     }
 }
 
@@ -189,13 +209,13 @@ pub struct SandboxConfig {
     pub max_disk_mb: u64,
     /// Directories function processes may read besides the system's (`/usr`, `/etc`, …), their
     /// code and the bootstraps: a runtime installed elsewhere, say.
-    pub readable_paths: PathList,
+    pub readable_paths: CommaList<AbsolutePath>,
     /// Whether function processes' connections are filtered.
     pub network: Network,
     /// Ranges functions may not connect to, besides those always refused.
-    pub egress_deny: CidrList,
+    pub egress_deny: CommaList<Cidr>,
     /// Ranges functions may connect to even where a rule refuses them.
-    pub egress_allow: CidrList,
+    pub egress_allow: CommaList<Cidr>,
 }
 
 impl Default for SandboxConfig {
@@ -209,10 +229,10 @@ impl Default for SandboxConfig {
             max_open_files: 1024,
             max_file_size_mb: 512,
             max_disk_mb: 512,
-            readable_paths: PathList::default(),
+            readable_paths: CommaList::default(),
             network: Network::Filtered,
-            egress_deny: CidrList::default(),
-            egress_allow: CidrList::default(),
+            egress_deny: CommaList::default(),
+            egress_allow: CommaList::default(),
         }
     }
 }
@@ -251,6 +271,8 @@ mod tests {
         .unwrap();
         assert_eq!(config.worker.sandbox.network, Network::Unfiltered);
         assert_eq!(config.worker.sandbox.egress_deny.0.len(), 2);
+        let from_file: CommaList<Cidr> = serde_json::from_str("[\"10.0.0.0/8\"]").unwrap();
+        assert_eq!(from_file.0.len(), 1);
         assert_eq!(config.worker.sandbox.egress_allow.0.len(), 1);
     }
 
@@ -268,5 +290,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("egress_deny"), "{error}");
+        let error = load(&[("TASKS__WORKER__SANDBOX__READABLE_PATHS", "/opt/x,relative")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("relative"), "{error}");
     }
 }

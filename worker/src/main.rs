@@ -2,6 +2,11 @@ use worker::config::WorkerConfig;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("remove-leftovers") {
+        // What killed workers of this host left behind; a starting worker does the same.
+        worker::runtime::sandbox::remove_what_dead_workers_left();
+        return std::process::ExitCode::SUCCESS;
+    }
     let config: WorkerConfig = match common::config::load() {
         Ok(config) => config,
         Err(error) => {

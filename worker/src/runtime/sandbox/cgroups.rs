@@ -61,7 +61,6 @@ impl Cgroups {
     pub fn prepare(name: &str) -> Result<Cgroups, String> {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
         let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
-        remove_groups_of_dead_workers(&mounts, &own);
         let version = match v1_directory(&mounts, &own, "memory") {
             Some(memory) => {
                 let pids = v1_directory(&mounts, &own, "pids");
@@ -331,8 +330,15 @@ fn enable(group: &Path, controllers: &[&str]) -> Result<(), String> {
     })
 }
 
-/// Removes the groups of workers of this host that are gone (named `<prefix><pid>_…`).
-fn remove_groups_of_dead_workers(mounts: &str, own: &str) {
+/// Removes the groups of workers of this host that are gone.
+pub(super) fn remove_groups_of_dead_workers() {
+    let (Ok(mounts), Ok(own)) = (
+        std::fs::read_to_string("/proc/self/mountinfo"),
+        std::fs::read_to_string("/proc/self/cgroup"),
+    ) else {
+        return;
+    };
+    let (mounts, own) = (mounts.as_str(), own.as_str());
     let mut parents: Vec<PathBuf> = ["memory", "pids"]
         .iter()
         .filter_map(|controller| v1_directory(mounts, own, controller))
@@ -351,11 +357,7 @@ fn remove_groups_of_dead_workers(mounts: &str, own: &str) {
             continue;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = super::worker_pid_of(&name) else {
-                continue;
-            };
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if super::made_by_dead_worker(&entry.file_name().to_string_lossy()) {
                 let _ = remove_group(&entry.path());
             }
         }

@@ -65,7 +65,6 @@ impl EgressFilter {
     ) -> anyhow::Result<EgressFilter> {
         let nft = super::find_program("nft")
             .context("the `nft` program (package nftables) is not on the PATH")?;
-        delete_tables_of_dead_workers(&nft);
         let table = name.to_owned();
         run_nft(&nft, &ruleset(&table, first, last, policy))
             .context("installing the nftables rules that filter function processes' connections")?;
@@ -194,7 +193,11 @@ fn run_nft(nft: &Path, script: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes the tables of workers whose process is gone (they were killed before they could).
-fn delete_tables_of_dead_workers(nft: &Path) {
+pub(super) fn delete_tables_of_dead_workers() {
+    let Some(nft) = super::find_program("nft") else {
+        return;
+    };
+    let nft = nft.as_path();
     let Ok(output) = Command::new(nft).args(["-j", "list", "tables"]).output() else {
         return;
     };
@@ -206,10 +209,7 @@ fn delete_tables_of_dead_workers(nft: &Path) {
         let (Some("inet"), Some(name)) = (table["family"].as_str(), table["name"].as_str()) else {
             continue;
         };
-        let Some(pid) = super::worker_pid_of(name) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists()
+        if super::made_by_dead_worker(name)
             && run_nft(nft, &format!("delete table inet {name}\n")).is_ok()
         {
             tracing::info!(

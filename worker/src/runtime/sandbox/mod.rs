@@ -45,6 +45,8 @@ enum Mode {
 const SHARED_TEMPORARY_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
 
 pub struct Sandbox {
+    /// Names what the sandbox makes on the host (see [`instance_name`]).
+    name: String,
     mode: Mode,
     uids: Option<UidPool>,
     /// Parent of the private homes.
@@ -102,6 +104,7 @@ impl Sandbox {
             count => count,
         };
         let mut sandbox = Sandbox {
+            name: instance_name(),
             mode: Mode::None,
             uids: None,
             readable: readable_paths(config),
@@ -138,14 +141,19 @@ impl Sandbox {
         }
         if sandbox.mode != Mode::None {
             check_searchable(cache_dir)?;
-            let name = instance_name();
+            remove_what_dead_workers_left();
             let last = config.uid_base.saturating_add(count.saturating_sub(1));
-            sandbox.egress =
-                filter_network(config, &name, config.uid_base, last, service_addresses)?;
+            sandbox.egress = filter_network(
+                config,
+                &sandbox.name,
+                config.uid_base,
+                last,
+                service_addresses,
+            )?;
             if sandbox.mode == Mode::Users {
                 sandbox.confine_files();
             }
-            sandbox.cgroups = control_groups(&name);
+            sandbox.cgroups = control_groups(&sandbox.name);
         }
         tracing::info!(
             mode = ?sandbox.mode,
@@ -213,7 +221,7 @@ impl Sandbox {
                  host leaves world-readable and write to /tmp and /var/tmp."
             ),
         }
-        match probe_memory_home(&self.work_root) {
+        match probe_memory_home(&self.work_root, &self.name) {
             Ok(()) => self.memory_homes = true,
             Err(error) => tracing::warn!(
                 "FUNCTION DISK NOT BOUNDED: the worker cannot mount a memory-backed home for \
@@ -272,7 +280,8 @@ impl Sandbox {
         if self.memory_homes
             && let Some(uid) = cell.uid()
         {
-            mount_memory_home(&cell.home, self.disk_bytes, uid).map_err(EnterError::Failed)?;
+            mount_memory_home(&cell.home, self.disk_bytes, uid, &self.name)
+                .map_err(EnterError::Failed)?;
         }
         Ok(cell)
     }
@@ -391,19 +400,21 @@ fn readable_paths(config: &SandboxConfig) -> Vec<PathBuf> {
     {
         paths.push(directory.to_path_buf());
     }
-    paths.extend(config.readable_paths.iter().cloned());
+    paths.extend(config.readable_paths.0.iter().map(|path| path.0.clone()));
     paths
 }
 
 /// Mounts a memory-backed file system of `bytes` on `home`, owned by `uid` and private to it.
-fn mount_memory_home(home: &Path, bytes: u64, uid: u32) -> io::Result<()> {
+/// Its source is `source`, the sandbox's name, so that a later worker can tell its homes.
+fn mount_memory_home(home: &Path, bytes: u64, uid: u32, source: &str) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let target = std::ffi::CString::new(home.as_os_str().as_bytes())?;
+    let source = std::ffi::CString::new(source)?;
     let options = std::ffi::CString::new(format!("size={bytes},mode=0700,uid={uid},gid={uid}"))?;
     // SAFETY: mount reads NUL-terminated strings that outlive the call.
     let mounted = unsafe {
         libc::mount(
-            c"tmpfs".as_ptr(),
+            source.as_ptr(),
             target.as_ptr(),
             c"tmpfs".as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV,
@@ -431,10 +442,10 @@ fn unmount_home(home: &Path) {
 }
 
 /// Whether the worker may mount memory-backed homes: it mounts and removes one.
-fn probe_memory_home(work_root: &Path) -> io::Result<()> {
-    let probe = work_root.join(format!("probe-{}", std::process::id()));
+fn probe_memory_home(work_root: &Path, source: &str) -> io::Result<()> {
+    let probe = work_root.join(format!("probe-{source}"));
     fresh_home(&probe, None)?;
-    let mounted = mount_memory_home(&probe, 1024 * 1024, euid());
+    let mounted = mount_memory_home(&probe, 1024 * 1024, euid(), source);
     unmount_home(&probe);
     remove_if_present(&probe)?;
     mounted
@@ -515,13 +526,66 @@ fn instance_name() -> String {
     )
 }
 
-/// The process id of the worker that made something named by [`instance_name`].
-fn worker_pid_of(name: &str) -> Option<u32> {
-    name.strip_prefix(INSTANCE_PREFIX)?
-        .split('_')
-        .next()?
-        .parse()
-        .ok()
+/// Whether something named by [`instance_name`] was made by a worker that is gone.
+fn made_by_dead_worker(name: &str) -> bool {
+    let pid = name
+        .strip_prefix(INSTANCE_PREFIX)
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes what workers of this host that were killed left behind: their network filter
+/// tables, control groups and mounted homes. Each starting worker does this; so can an
+/// operator (`worker remove-leftovers`).
+pub fn remove_what_dead_workers_left() {
+    egress::delete_tables_of_dead_workers();
+    cgroups::remove_groups_of_dead_workers();
+    unmount_homes_of_dead_workers();
+}
+
+/// Detaches the memory-backed homes of workers that are gone: their source names the worker.
+fn unmount_homes_of_dead_workers() {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    for line in mounts.lines() {
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut after = after.split(' ');
+        let (Some("tmpfs"), Some(source)) = (after.next(), after.next()) else {
+            continue;
+        };
+        if made_by_dead_worker(source)
+            && let Some(point) = before.split(' ').nth(4)
+        {
+            unmount_home(&PathBuf::from(unescape_mount_path(point)));
+        }
+    }
+}
+
+/// A path of `/proc/self/mountinfo`, where spaces, tabs, newlines and backslashes are written
+/// as octal escapes (`\040`).
+fn unescape_mount_path(text: &str) -> String {
+    let mut path = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        path.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 4);
+        match code.and_then(|code| u8::from_str_radix(code, 8).ok()) {
+            Some(byte) => {
+                path.push(char::from(byte));
+                rest = &rest[at + 4..];
+            }
+            None => {
+                path.push('\\');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    path.push_str(rest);
+    path
 }
 
 /// What one process holds of the sandbox: its uid (with uid isolation), its private home and
@@ -713,6 +777,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mount_paths_are_read_with_their_escapes() {
+        assert_eq!(
+            unescape_mount_path("/var/cache/my\\040dir/work/1"),
+            "/var/cache/my dir/work/1"
+        );
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+        assert_eq!(unescape_mount_path("/odd\\x"), "/odd\\x");
+    }
+
+    #[test]
     fn a_cell_has_a_private_home_until_it_is_dropped() {
         let cache =
             std::env::temp_dir().join(format!("sandbox-{}", common::id::ObjectId::generate()));
@@ -739,6 +813,7 @@ mod tests {
     fn bubblewrap_sees_the_system_its_own_code_and_bootstraps_and_writes_in_memory() {
         let cache = PathBuf::from("/var/cache/tasks");
         let sandbox = Sandbox {
+            name: "task_service_1_0".to_owned(),
             mode: Mode::Bubblewrap(PathBuf::from("/usr/bin/bwrap")),
             uids: None,
             work_root: cache.join("work"),
