@@ -250,6 +250,37 @@ async fn every_endpoint_refuses_anonymous_and_unpermitted_callers_and_serves_per
     ];
 
     let anonymous = Client::new();
+    // HEAD answers like GET without the body: its status and `Content-Length` would tell a
+    // caller what the body holds, so it needs the same permission.
+    let heads: Vec<Endpoint> = endpoints
+        .iter()
+        .filter(|e| e.method == Method::GET)
+        .map(|e| {
+            endpoint(
+                Method::HEAD,
+                e.path.clone(),
+                None,
+                e.permission,
+                e.allowed_status,
+            )
+        })
+        .collect();
+    for e in &heads {
+        let what = format!("{} {}", e.method, e.path);
+        let (status, _) = call(&app, &anonymous, &e.method, &e.path, None).await;
+        assert_eq!(status, 401, "anonymous {what}");
+        let (status, _) = call(&app, &all_but(e.permission), &e.method, &e.path, None).await;
+        assert_eq!(status, 401, "without {} {what}", e.permission);
+        let (status, _) = call(
+            &app,
+            &client_with(&[e.permission]),
+            &e.method,
+            &e.path,
+            None,
+        )
+        .await;
+        assert_eq!(status, e.allowed_status, "with {} {what}", e.permission);
+    }
     for e in &endpoints {
         let what = format!("{} {}", e.method, e.path);
         let (status, body) = call(&app, &anonymous, &e.method, &e.path, e.body.as_ref()).await;
