@@ -469,6 +469,56 @@ async fn a_gateway_can_vouch_for_callers_with_headers() {
     assert_eq!(response.json::<Value>().await.unwrap()["code"], 104);
 }
 
+/// A token that does not verify is refused with a message of the service's own, whatever the
+/// JWT library calls the fault.
+#[tokio::test]
+async fn refused_tokens_are_told_why_in_plain_words() {
+    let app = TestScheduler::start().await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value, secret: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let secret = harness::TEST_SECRET;
+    let cases = [
+        (
+            sign(json!({"sub": TEST_USER, "exp": now - 600}), secret),
+            "The token has expired",
+        ),
+        (
+            sign(
+                json!({"sub": TEST_USER, "exp": now + 7200, "nbf": now + 3600}),
+                secret,
+            ),
+            "The token is not valid yet",
+        ),
+        (
+            sign(
+                json!({"sub": TEST_USER, "exp": now + 600}),
+                "some-other-secret-that-is-long-enough",
+            ),
+            "The token's signature does not verify",
+        ),
+        ("a.b.c".to_owned(), "The token is malformed"),
+    ];
+    for (token, message) in cases {
+        let (status, body) = call(
+            &app,
+            &authorized_client(&token),
+            &Method::GET,
+            "/tasks/v1",
+            None,
+        )
+        .await;
+        assert_refused(status, &body, 104, message);
+        assert_eq!(body["message"], message);
+    }
+}
+
 #[tokio::test]
 async fn none_mode_lets_every_caller_do_everything() {
     let app = TestScheduler::start_with(|config| {

@@ -225,7 +225,7 @@ impl Authenticator {
                     })?;
                 let claims = verifier
                     .verify(token.trim())
-                    .map_err(|reason| invalid(format!("the bearer token is invalid: {reason}")))?;
+                    .map_err(|rejected| invalid(rejected.to_string()))?;
                 Ok(Identity::Caller(Caller {
                     user_id: Some(checked_id(claims.sub)?),
                     application_id: claims.application_id.map(checked_id).transpose()?,
@@ -364,6 +364,65 @@ mod tests {
             authenticator.identify(&HeaderMap::new()),
             Ok(Identity::Anonymous)
         ));
+    }
+
+    fn refusal(token: &str) -> String {
+        match jwt_authenticator().identify(&bearer(token)) {
+            Err(Denied::NotAuthenticated(message)) => message,
+            other => panic!("{token} was not refused as unauthenticated: {other:?}"),
+        }
+    }
+
+    fn signed(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("signed")
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_beyond_the_leeway() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let later = signed(&serde_json::json!({"sub": "u", "exp": now + 7200, "nbf": now + 600}));
+        assert_eq!(refusal(&later), "The token is not valid yet");
+        // A clock a few seconds ahead of this one is tolerated, as for `exp`.
+        let skewed = signed(&serde_json::json!({"sub": "u", "exp": now + 7200, "nbf": now + 5}));
+        assert!(jwt_authenticator().identify(&bearer(&skewed)).is_ok());
+    }
+
+    #[test]
+    fn refusals_say_why_in_the_services_own_words() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let expired = jwt::mint(SECRET, &claims(&[], 1_000)).expect("minted");
+        let wrong_secret = jwt::mint(
+            "another-secret-that-is-also-long-enough",
+            &claims(&[], in_an_hour()),
+        )
+        .expect("minted");
+        let no_subject = signed(&serde_json::json!({"exp": now + 600}));
+        let bad_nbf = signed(&serde_json::json!({"sub": "u", "exp": now + 600, "nbf": "soon"}));
+        for (token, message) in [
+            (expired.as_str(), "The token has expired"),
+            (
+                wrong_secret.as_str(),
+                "The token's signature does not verify",
+            ),
+            ("not.a.token", "The token is malformed"),
+            ("", "The token is malformed"),
+            (
+                no_subject.as_str(),
+                "The token's claims are not valid: `sub` (a string) and `exp` are required, \
+                 `permissions` is a list of names",
+            ),
+            (
+                bad_nbf.as_str(),
+                "The token's `nbf` claim is missing or not valid",
+            ),
+        ] {
+            assert_eq!(refusal(token), message, "{token}");
+        }
     }
 
     #[test]
