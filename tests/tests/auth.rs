@@ -467,6 +467,25 @@ async fn a_gateway_can_vouch_for_callers_with_headers() {
     assert_eq!(response.json::<Value>().await.unwrap()["code"], 10);
     let response = client.get(app.url("/tasks/v1")).send().await.unwrap();
     assert_eq!(response.json::<Value>().await.unwrap()["code"], 104);
+    // Two copies of an identity header: which one the gateway checked is unknown; refused.
+    let response = client
+        .get(app.url("/tasks/v1"))
+        .header("X-Forwarded-User", "gateway-user")
+        .header("X-Forwarded-User", "someone-else")
+        .header("X-Forwarded-Permissions", "VIEW_TASKS")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 104, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-forwarded-user header is sent more than once"),
+        "{body}"
+    );
 }
 
 /// A token that does not verify is refused with a message of the service's own, whatever the

@@ -11,7 +11,7 @@ pub mod token;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 pub use permission::{FunctionCall, Permission, Requirement};
@@ -213,7 +213,8 @@ impl Authenticator {
                 permissions: Permissions::All,
             })),
             Authenticator::Jwt(verifier) => {
-                let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+                let Some(value) = single(headers, axum::http::header::AUTHORIZATION.as_str())?
+                else {
                     return Ok(Identity::Anonymous);
                 };
                 let token = value
@@ -238,8 +239,7 @@ impl Authenticator {
                 permissions,
             } => {
                 let text = |name: &str| -> Result<Option<String>, Denied> {
-                    headers
-                        .get(name)
+                    single(headers, name)?
                         .map(|v| {
                             v.to_str()
                                 .map(|s| s.trim().to_owned())
@@ -272,6 +272,19 @@ fn invalid(reason: String) -> Denied {
     Denied::NotAuthenticated(reason)
 }
 
+/// The one value of a credential header. Sent twice, it is refused: which copy a gateway
+/// checked and which one reaches the service is anyone's guess.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, Denied> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(invalid(format!(
+            "The {name} header is sent more than once; send it once"
+        )));
+    }
+    Ok(first)
+}
+
 fn checked_id(id: String) -> Result<String, Denied> {
     if id.is_empty() || id.len() > MAX_ID_LENGTH || id.chars().any(char::is_control) {
         return Err(invalid(format!(
@@ -284,7 +297,6 @@ fn checked_id(id: String) -> Result<String, Denied> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
@@ -472,6 +484,42 @@ mod tests {
         assert!(matches!(
             authenticator.identify(&HeaderMap::new()),
             Ok(Identity::Anonymous)
+        ));
+    }
+
+    #[test]
+    fn a_credential_header_sent_twice_is_refused() {
+        let gateway = Authenticator::from_config(&AuthConfig {
+            mode: AuthMode::Headers,
+            ..AuthConfig::default()
+        })
+        .expect("valid config");
+        for name in [
+            "x-forwarded-user",
+            "x-forwarded-application",
+            "x-forwarded-permissions",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-user", HeaderValue::from_static("u-7"));
+            headers.append(name, HeaderValue::from_static("one"));
+            headers.append(name, HeaderValue::from_static("two"));
+            assert_eq!(
+                gateway.identify(&headers).err(),
+                Some(Denied::NotAuthenticated(format!(
+                    "The {name} header is sent more than once; send it once"
+                ))),
+                "{name}"
+            );
+        }
+        let token = jwt::mint(SECRET, &claims(&[], in_an_hour())).expect("minted");
+        let mut headers = bearer(&token);
+        headers.append(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        assert!(matches!(
+            jwt_authenticator().identify(&headers),
+            Err(Denied::NotAuthenticated(_))
         ));
     }
 }
