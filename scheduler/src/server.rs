@@ -28,6 +28,10 @@ use tower::ServiceExt;
 
 use crate::config::HttpConfig;
 
+/// Header fields hyper's parser makes room for. At its default (100) it answers more with a
+/// bare 431 before any handler runs; with this room, requests up to it reach
+/// [`crate::api::check_request_size`], which refuses more than 100 in the Extra Horizon format.
+pub const PARSED_HEADERS: usize = 1_000;
 /// Beyond the cap, connections whose health request is already complete answered at once.
 const HEALTH_SLOTS: usize = 32;
 /// Beyond the cap, connections that sent nothing yet (a probe a moment after its handshake)
@@ -97,7 +101,8 @@ pub async fn serve<S>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(PARSED_HEADERS);
     let mut overflow = Overflow {
         health: builder.clone(),
         ready: Arc::new(Semaphore::new(HEALTH_SLOTS)),

@@ -53,6 +53,9 @@ async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing()
         "and(".repeat(500),
         ")".repeat(500)
     );
+    let many_headers = (0..120).fold(app.http.get(app.url("/tasks/v1")), |request, i| {
+        request.header(format!("x-field-{i}"), "v")
+    });
     // (what, request, status, code)
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, u32)> = vec![
         (
@@ -124,6 +127,7 @@ async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing()
             431,
             26,
         ),
+        ("120 header fields", many_headers, 431, 26),
     ];
     for (what, request, status, code) in cases {
         let (got, body) = send(&app, request).await;

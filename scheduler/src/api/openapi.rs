@@ -74,7 +74,7 @@ impl utoipa::Modify for Security {
             ),
             ("413", "The body is too large (22)"),
             ("414", "The path and query are too long (26)"),
-            ("431", "The headers are too large (26)"),
+            ("431", "The headers are too large or too many (26)"),
         ];
         for item in document.paths.paths.values_mut() {
             for operation in [
