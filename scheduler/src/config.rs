@@ -26,13 +26,27 @@ pub struct SchedulerConfig {
 pub struct HttpConfig {
     /// Address of the API, `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
+    /// Most connections served at once (at most half the process's open-files limit);
+    /// beyond it, connections are closed at once, health probes excepted.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request head, and to send the next one on a
+    /// keep-alive connection, before the connection is closed.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
         }
+    }
+}
+
+impl HttpConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms.max(1))
     }
 }
 

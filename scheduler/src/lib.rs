@@ -12,6 +12,7 @@ pub mod listener;
 pub mod recurring;
 pub mod relay;
 pub mod requester;
+pub mod server;
 pub mod startup;
 pub mod sweeper;
 pub mod timer;

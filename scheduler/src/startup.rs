@@ -5,9 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use axum::ServiceExt;
-use axum::extract::Request;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::Layer;
 
@@ -28,7 +25,7 @@ use crate::function_cache::FunctionCache;
 use crate::listener::{self, Wakeups};
 use crate::requester::Requester;
 use crate::timer::PreciseTimer;
-use crate::{gauges, recurring, relay, sweeper};
+use crate::{gauges, recurring, relay, server, sweeper};
 use common::metrics::Metrics;
 
 pub struct Application {
@@ -160,17 +157,12 @@ impl Application {
             axum::middleware::map_request(api::trim_trailing_slash),
         )
             .layer(api::router(self.state));
-        let listener = self.listener.tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving the API");
+        let limits = server::Limits::from_config(&self.config.http);
+        server::serve(self.listener, app, limits, shutdown).await;
         let _ = stop.send(true);
         loops.abort_all();
         while loops.join_next().await.is_some() {}
-        served
+        Ok(())
     }
 }
 

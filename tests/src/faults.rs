@@ -297,6 +297,7 @@ impl Api {
             http: reqwest::Client::builder()
                 .default_headers(headers)
                 .timeout(Duration::from_secs(10))
+                .pool_idle_timeout(crate::CLIENT_IDLE_TIMEOUT)
                 .build()
                 .expect("http client"),
             bases: Arc::new(bases),

@@ -220,9 +220,14 @@ pub fn authorized_client(token: &str) -> reqwest::Client {
     );
     reqwest::Client::builder()
         .default_headers(headers)
+        .pool_idle_timeout(CLIENT_IDLE_TIMEOUT)
         .build()
         .expect("http client")
 }
+
+/// How long test clients keep an idle connection: less than the scheduler's header timeout
+/// (10 s), which also closes idle connections, so no request goes out on one as it closes.
+pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A real scheduler serving on an ephemeral port, with its own database and vhost.
 pub struct TestScheduler {

@@ -250,6 +250,37 @@ async fn every_endpoint_refuses_anonymous_and_unpermitted_callers_and_serves_per
     ];
 
     let anonymous = Client::new();
+    // HEAD answers like GET without the body: its status and `Content-Length` would tell a
+    // caller what the body holds, so it needs the same permission.
+    let heads: Vec<Endpoint> = endpoints
+        .iter()
+        .filter(|e| e.method == Method::GET)
+        .map(|e| {
+            endpoint(
+                Method::HEAD,
+                e.path.clone(),
+                None,
+                e.permission,
+                e.allowed_status,
+            )
+        })
+        .collect();
+    for e in &heads {
+        let what = format!("{} {}", e.method, e.path);
+        let (status, _) = call(&app, &anonymous, &e.method, &e.path, None).await;
+        assert_eq!(status, 401, "anonymous {what}");
+        let (status, _) = call(&app, &all_but(e.permission), &e.method, &e.path, None).await;
+        assert_eq!(status, 401, "without {} {what}", e.permission);
+        let (status, _) = call(
+            &app,
+            &client_with(&[e.permission]),
+            &e.method,
+            &e.path,
+            None,
+        )
+        .await;
+        assert_eq!(status, e.allowed_status, "with {} {what}", e.permission);
+    }
     for e in &endpoints {
         let what = format!("{} {}", e.method, e.path);
         let (status, body) = call(&app, &anonymous, &e.method, &e.path, e.body.as_ref()).await;
@@ -436,6 +467,75 @@ async fn a_gateway_can_vouch_for_callers_with_headers() {
     assert_eq!(response.json::<Value>().await.unwrap()["code"], 10);
     let response = client.get(app.url("/tasks/v1")).send().await.unwrap();
     assert_eq!(response.json::<Value>().await.unwrap()["code"], 104);
+    // Two copies of an identity header: which one the gateway checked is unknown; refused.
+    let response = client
+        .get(app.url("/tasks/v1"))
+        .header("X-Forwarded-User", "gateway-user")
+        .header("X-Forwarded-User", "someone-else")
+        .header("X-Forwarded-Permissions", "VIEW_TASKS")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 104, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-forwarded-user header is sent more than once"),
+        "{body}"
+    );
+}
+
+/// A token that does not verify is refused with a message of the service's own, whatever the
+/// JWT library calls the fault.
+#[tokio::test]
+async fn refused_tokens_are_told_why_in_plain_words() {
+    let app = TestScheduler::start().await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value, secret: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let secret = harness::TEST_SECRET;
+    let cases = [
+        (
+            sign(json!({"sub": TEST_USER, "exp": now - 600}), secret),
+            "The token has expired",
+        ),
+        (
+            sign(
+                json!({"sub": TEST_USER, "exp": now + 7200, "nbf": now + 3600}),
+                secret,
+            ),
+            "The token is not valid yet",
+        ),
+        (
+            sign(
+                json!({"sub": TEST_USER, "exp": now + 600}),
+                "some-other-secret-that-is-long-enough",
+            ),
+            "The token's signature does not verify",
+        ),
+        ("a.b.c".to_owned(), "The token is malformed"),
+    ];
+    for (token, message) in cases {
+        let (status, body) = call(
+            &app,
+            &authorized_client(&token),
+            &Method::GET,
+            "/tasks/v1",
+            None,
+        )
+        .await;
+        assert_refused(status, &body, 104, message);
+        assert_eq!(body["message"], message);
+    }
 }
 
 #[tokio::test]

@@ -1,7 +1,11 @@
 //! Hostile and oversized input: bounded, answered with a clear error, and harmless.
 
-use harness::TestScheduler;
+use std::time::Duration;
+
+use harness::{TestScheduler, wait_for_readiness};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_statement_stuck_past_the_timeout_is_cancelled_with_code_21() {
@@ -49,6 +53,9 @@ async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing()
         "and(".repeat(500),
         ")".repeat(500)
     );
+    let many_headers = (0..120).fold(app.http.get(app.url("/tasks/v1")), |request, i| {
+        request.header(format!("x-field-{i}"), "v")
+    });
     // (what, request, status, code)
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, u32)> = vec![
         (
@@ -120,6 +127,7 @@ async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing()
             431,
             26,
         ),
+        ("120 header fields", many_headers, 431, 26),
     ];
     for (what, request, status, code) in cases {
         let (got, body) = send(&app, request).await;
@@ -333,4 +341,126 @@ async fn function_output_holding_nul_is_stored_cleaned_or_fails_its_task_at_once
     );
     worker.stop().await;
     app.stop().await;
+}
+
+/// A connection that sends the start of a request line and nothing more.
+async fn slow_client(address: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    // The server may have closed it already (beyond the cap): the write's outcome is moot.
+    let _ = stream.write_all(b"GET /tasks/v1 HT").await;
+    stream
+}
+
+/// Waits until the server closes the connection; what it sent before closing is returned.
+/// The bound is not a timing requirement: it turns "never closed" into a failure.
+async fn until_closed(mut stream: TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = stream.read_to_end(&mut received);
+    // A reset is a close too.
+    let _reset = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("the server closes the connection");
+    received
+}
+
+/// This process holds both ends of every connection: raise its soft open-files limit.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur >= 8_000,
+        "the test needs 8,000 open files; the hard limit is {}",
+        limit.rlim_cur
+    );
+}
+
+/// Slowloris: thousands of connections that never finish their request head. Those beyond
+/// the connection cap are closed at once, the others after the header timeout, and the
+/// probes answer throughout.
+#[tokio::test]
+async fn thousands_of_slow_clients_are_dropped_while_probes_keep_answering() {
+    raise_open_files_limit();
+    let app = TestScheduler::start_with(|config| {
+        config.http.max_connections = 64;
+        config.http.header_read_timeout_ms = 1_000;
+    })
+    .await;
+    wait_for_readiness(&reqwest::Client::new(), &app.base_url, 200).await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..3_000 {
+        slow.push(slow_client(&address).await);
+    }
+    let probe = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let response = probe.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    // Without a header timeout they would stay open for ever.
+    futures_util::future::join_all(slow.into_iter().map(until_closed)).await;
+    let (status, body) = app.get("/tasks/v1").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Beyond the cap a request is refused at once, without an answer, while the probes answer;
+/// once slots free up the API serves again.
+#[tokio::test]
+async fn beyond_the_connection_cap_only_probes_are_answered() {
+    let app = TestScheduler::start_with(|config| {
+        config.http.max_connections = 8;
+        // The slow clients below hold their slots for the whole test.
+        config.http.header_read_timeout_ms = 600_000;
+    })
+    .await;
+    wait_for_readiness(&reqwest::Client::new(), &app.base_url, 200).await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(slow_client(&address).await);
+    }
+    let mut refused = TcpStream::connect(&address).await.unwrap();
+    let _ = refused
+        .write_all(b"GET /tasks/v1 HTTP/1.1\r\nHost: tasks\r\n\r\n")
+        .await;
+    assert_eq!(
+        until_closed(refused).await,
+        b"",
+        "refused without an answer"
+    );
+    for path in ["/healthz", "/readyz"] {
+        let response = reqwest::Client::new()
+            .get(app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let head = reqwest::Client::new()
+        .head(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+
+    drop(held);
+    let served = async {
+        loop {
+            if let Ok(response) = app.http.get(app.url("/tasks/v1")).send().await
+                && response.status() == 200
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), served)
+        .await
+        .expect("the API serves again once the slow clients left");
 }

@@ -111,3 +111,59 @@ async fn counters_and_histograms_move_as_tasks_run() {
     worker.stop().await;
     app.stop().await;
 }
+
+/// Anyone may call any name under `/tasks/v1/api/`: a name no function has is counted under
+/// one fixed label, so such calls neither grow the metrics nor show what was tried.
+#[tokio::test]
+async fn api_calls_to_unknown_names_share_one_label() {
+    let app = TestScheduler::start().await;
+    app.create_noop_function("known").await;
+    let anonymous = reqwest::Client::new();
+    let names: Vec<String> = (0..200)
+        .map(|_| format!("probe-{}", common::id::ObjectId::generate()))
+        .collect();
+    for name in &names {
+        let response = anonymous
+            .get(app.url(&format!("/tasks/v1/api/{name}/path")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    // A caller who may execute every function learns the name is unknown; same label.
+    let (status, _) = app.get("/tasks/v1/api/another-probe").await;
+    assert_eq!(status, 404);
+    let response = anonymous
+        .get(app.url("/tasks/v1/api/known"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let exposition = scrape(&app.http, &app.base_url).await;
+    for name in names.iter().map(String::as_str).chain(["another-probe"]) {
+        assert!(!exposition.contains(name), "{name} is named in the metrics");
+    }
+    assert_eq!(
+        metric_value(
+            &exposition,
+            "tasks_api_requests_total{function=\"(unknown)\",status=\"401\"}"
+        ),
+        200.0,
+        "{exposition}"
+    );
+    assert_eq!(
+        metric_value(
+            &exposition,
+            "tasks_api_requests_total{function=\"(unknown)\",status=\"404\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &exposition,
+            "tasks_api_requests_total{function=\"known\",status=\"401\"}"
+        ),
+        1.0
+    );
+}

@@ -112,6 +112,7 @@ pub struct ExecutionOptions {
     pub permission_mode: PermissionMode,
     /// Priority of tasks created without one; not applied to direct or API execution.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::domain::Priority>)]
     pub default_priority: Option<i64>,
 }
 

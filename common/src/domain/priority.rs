@@ -26,6 +26,24 @@ impl Priority {
     }
 }
 
+/// Documented with its bounds, so generated clients and fuzzers stay within them.
+impl utoipa::PartialSchema for Priority {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(Self::MIN as f64))
+            .maximum(Some(Self::MAX as f64))
+            .description(Some(
+                "Higher runs first; any integer a JavaScript client represents exactly",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Priority {}
+
 impl<'de> Deserialize<'de> for Priority {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Clients send JSON numbers; `5.0` is an integer to a JavaScript client, `5.5` is not.

@@ -28,6 +28,7 @@ pub struct Schedule {
     #[schema(value_type = Object)]
     pub data: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::domain::Priority>)]
     pub priority: Option<i64>,
     #[serde(with = "crate::time::millis")]
     pub start_timestamp: DateTime<Utc>,

@@ -169,6 +169,7 @@ pub struct Task {
     pub tags: Vec<String>,
     #[serde(with = "crate::time::millis")]
     pub start_timestamp: DateTime<Utc>,
+    #[schema(value_type = crate::domain::Priority)]
     pub priority: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by_application_id: Option<String>,

@@ -20,6 +20,7 @@ pub struct Trigger {
     pub data: Value,
     /// Priority of the created tasks; the function's `defaultPriority` (else 0) when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::domain::Priority>)]
     pub priority: Option<i64>,
     /// The created task starts this many seconds after the event arrived.
     pub delay_seconds: i64,

@@ -15,8 +15,9 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use common::amqp::{ApiInvocation, ApiOutcome, WorkMessage};
+use common::db::StoreError;
 use common::db::api_requests::ApiRequest;
-use common::domain::TaskErrorType;
+use common::domain::{FunctionDefinition, TaskErrorType};
 
 use super::AppState;
 use super::error::ApiError;
@@ -29,6 +30,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// Longest `timeLimit` of a function served as an API.
 pub const MAX_API_TIME_LIMIT: i32 = 30;
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// The `function` label of calls to a name no function has: anyone may call any name, and a
+/// label per name would grow the metrics without bound and list what callers tried.
+pub const UNKNOWN_FUNCTION_LABEL: &str = "(unknown)";
 
 /// Headers only the service may set: a caller's own copies are dropped.
 const USER_HEADER: &str = "x-exh-requesting-user-id";
@@ -47,12 +52,18 @@ pub async fn invoke(
     let id = common::id::ObjectId::generate().to_string();
     let (function_name, raw_path) = split_path(uri.path());
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let function = state.function_cache.get(&function_name).await;
+    let label = match &function {
+        Ok(Some(_)) => function_name.as_str(),
+        _ => UNKNOWN_FUNCTION_LABEL,
+    };
     let outcome = call(
         &state,
         &identity,
         &id,
         &method,
         &function_name,
+        function,
         &raw_path,
         &query,
         &headers,
@@ -74,7 +85,7 @@ pub async fn invoke(
     state
         .metrics
         .api_requests
-        .with_label_values(&[function_name.as_str(), &status.to_string()])
+        .with_label_values(&[label, &status.to_string()])
         .inc();
     let record = ApiRequest {
         id,
@@ -117,6 +128,7 @@ async fn call(
     id: &str,
     method: &Method,
     function_name: &str,
+    function: Result<Option<FunctionDefinition>, StoreError>,
     raw_path: &str,
     query: &str,
     headers: &HeaderMap,
@@ -138,11 +150,7 @@ async fn call(
         ))));
     }
     let body = body.map_err(|_| invocation(ApiError::BodyTooLarge(MAX_PAYLOAD_BYTES)))?;
-    let function = state
-        .function_cache
-        .get(function_name)
-        .await
-        .map_err(|e| invocation(e.into()))?;
+    let function = function.map_err(|e| invocation(e.into()))?;
     // An unknown function is refused like a protected one: names are not revealed.
     let mode = function
         .as_ref()

@@ -72,6 +72,8 @@ pub enum ApiError {
     UriTooLong(usize),
     #[error("The request headers take more than {0} bytes")]
     HeadersTooLarge(usize),
+    #[error("The request has more than {0} header fields")]
+    TooManyHeaders(usize),
     #[error("The query took too long and was cancelled; narrow it down")]
     LongQuery,
     #[error("An internal error occurred")]
@@ -163,7 +165,7 @@ impl ApiError {
             NoPermission(_) => (StatusCode::UNAUTHORIZED, 10, "NO_PERMISSION_EXCEPTION"),
             // The reference documents 401, which clients would take for an auth failure.
             UriTooLong(_) => (StatusCode::URI_TOO_LONG, 26, "ILLEGAL_ARGUMENT_EXCEPTION"),
-            HeadersTooLarge(_) => (
+            HeadersTooLarge(_) | TooManyHeaders(_) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 26,
                 "ILLEGAL_ARGUMENT_EXCEPTION",

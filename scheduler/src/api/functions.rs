@@ -52,7 +52,6 @@ pub struct FunctionInput {
 #[serde(rename_all = "camelCase")]
 struct ExecutionOptionsInput {
     permission_mode: Option<PermissionMode>,
-    #[schema(value_type = Option<i64>)]
     default_priority: Option<Priority>,
 }
 

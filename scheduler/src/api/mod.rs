@@ -220,6 +220,9 @@ async fn method_not_allowed(response: Response) -> Response {
 pub const MAX_URI_BYTES: usize = 16 * 1024;
 /// Most bytes of request headers accepted, names and values together.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields accepted (hyper's own bound, which it enforces with a bare 431; it is
+/// given more room, see [`crate::server::PARSED_HEADERS`], so that this check answers).
+pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// Bounds the request line and headers before routing (the HTTP server's own limits are far
 /// larger and answer without the Extra Horizon error body).
@@ -230,6 +233,9 @@ pub async fn check_request_size(request: Request) -> Result<Request, ApiError> {
         .map_or(0, |target| target.as_str().len());
     if uri_bytes > MAX_URI_BYTES {
         return Err(ApiError::UriTooLong(MAX_URI_BYTES));
+    }
+    if request.headers().len() > MAX_HEADER_FIELDS {
+        return Err(ApiError::TooManyHeaders(MAX_HEADER_FIELDS));
     }
     let header_bytes: usize = request
         .headers()

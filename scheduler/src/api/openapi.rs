@@ -74,7 +74,7 @@ impl utoipa::Modify for Security {
             ),
             ("413", "The body is too large (22)"),
             ("414", "The path and query are too long (26)"),
-            ("431", "The headers are too large (26)"),
+            ("431", "The headers are too large or too many (26)"),
         ];
         for item in document.paths.paths.values_mut() {
             for operation in [
@@ -149,6 +149,58 @@ pub async fn document() -> Json<utoipa::openapi::OpenApi> {
 mod tests {
     use super::*;
     use crate::auth::{Requirement, permission::requirement};
+
+    /// Every `priority` the document describes, in bodies and answers, states the bounds the
+    /// service enforces.
+    #[test]
+    fn every_priority_declares_its_bounds() {
+        let document = serde_json::to_value(ApiDoc::openapi()).expect("serializable");
+        let schemas = &document["components"]["schemas"];
+        let mut found = 0;
+        let mut pending = vec![&document];
+        while let Some(value) = pending.pop() {
+            match value {
+                serde_json::Value::Object(object) => {
+                    if let Some(serde_json::Value::Object(properties)) = object.get("properties") {
+                        for name in ["priority", "defaultPriority"] {
+                            if let Some(property) = properties.get(name) {
+                                found += 1;
+                                let bounds = bounds(property, schemas);
+                                assert_eq!(
+                                    bounds,
+                                    (Some(-9_007_199_254_740_991), Some(9_007_199_254_740_991)),
+                                    "{name}: {property}"
+                                );
+                            }
+                        }
+                    }
+                    pending.extend(object.values());
+                }
+                serde_json::Value::Array(items) => pending.extend(items),
+                _ => {}
+            }
+        }
+        // Task, function (in and out), schedule (in and out), trigger (in and out), new task.
+        assert!(found >= 8, "{found} priorities found");
+    }
+
+    /// The minimum and maximum of a property, through a nullable `oneOf` and a `$ref`.
+    fn bounds(
+        property: &serde_json::Value,
+        schemas: &serde_json::Value,
+    ) -> (Option<i64>, Option<i64>) {
+        if let Some(variants) = property["oneOf"].as_array() {
+            return variants
+                .iter()
+                .find(|variant| variant["type"] != "null")
+                .map_or((None, None), |variant| bounds(variant, schemas));
+        }
+        if let Some(reference) = property["$ref"].as_str() {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            return bounds(&schemas[name], schemas);
+        }
+        (property["minimum"].as_i64(), property["maximum"].as_i64())
+    }
 
     /// Every documented operation has an entry in the permissions table.
     #[test]

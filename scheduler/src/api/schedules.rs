@@ -34,7 +34,6 @@ pub struct ScheduleInput {
     function_name: Option<String>,
     #[schema(value_type = Option<Object>)]
     data: Option<Map<String, Value>>,
-    #[schema(value_type = Option<i64>)]
     priority: Option<Priority>,
     /// When the first task is due; now when absent.
     #[serde(default, with = "common::time::millis_opt")]

@@ -35,7 +35,6 @@ pub struct TaskInput {
     #[schema(value_type = Option<String>, format = DateTime)]
     start_timestamp: Option<chrono::DateTime<chrono::Utc>>,
     /// Higher runs first; the function's `defaultPriority` (else 0) when absent.
-    #[schema(value_type = Option<i64>)]
     priority: Option<Priority>,
     tags: Option<Vec<String>>,
 }

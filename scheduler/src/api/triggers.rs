@@ -30,7 +30,6 @@ pub struct TriggerInput {
     /// Static data of the created tasks; the event is added under `event`.
     #[schema(value_type = Option<Object>)]
     data: Option<Map<String, Value>>,
-    #[schema(value_type = Option<i64>)]
     priority: Option<Priority>,
     #[serde(default, deserialize_with = "body::whole_number")]
     #[schema(value_type = Option<i64>, minimum = 0)]

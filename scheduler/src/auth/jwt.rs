@@ -75,9 +75,12 @@ impl JwtVerifier {
         })
     }
 
-    /// The claims of a valid token; the reason otherwise (said to the caller: it names no key).
-    pub fn verify(&self, token: &str) -> Result<Claims, String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed: {e}"))?;
+    /// The claims of a valid token; why it is refused otherwise.
+    pub fn verify(&self, token: &str) -> Result<Claims, Rejected> {
+        let header = jsonwebtoken::decode_header(token).map_err(|error| {
+            tracing::debug!(%error, "bearer token refused");
+            Rejected::Malformed
+        })?;
         let keys: Vec<&DecodingKey> = match header.alg {
             Algorithm::HS256 => self.secret.iter().collect(),
             Algorithm::RS256 | Algorithm::ES256 => self
@@ -87,13 +90,16 @@ impl JwtVerifier {
                 .filter(|k| header.kid.is_none() || k.kid == header.kid)
                 .map(|k| &k.key)
                 .collect(),
-            other => return Err(format!("algorithm {other:?} is not accepted")),
+            _ => return Err(Rejected::Algorithm),
         };
         if keys.is_empty() {
-            return Err(format!("no key is configured for {:?}", header.alg));
+            return Err(Rejected::NoKey);
         }
         let mut validation = Validation::new(header.alg);
+        // Clocks differ a little between the issuer and this service; both ends of a token's
+        // validity (`nbf`, `exp`) get the same allowance.
         validation.leeway = 30;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         match &self.audience {
             Some(audience) => validation.set_audience(&[audience]),
@@ -102,14 +108,65 @@ impl JwtVerifier {
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
         }
-        let mut last_error = String::new();
+        let mut last_error = Rejected::NoKey;
         for key in keys {
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
                 Ok(data) => return Ok(data.claims),
-                Err(error) => last_error = error.to_string(),
+                Err(error) => last_error = Rejected::from(error),
             }
         }
         Err(last_error)
+    }
+}
+
+/// Why a token is refused, in the service's own words: the parser's wording names its
+/// internals and changes between its versions, so it is only logged, at debug level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("The token is malformed")]
+    Malformed,
+    #[error("The token's algorithm is not accepted (HS256, RS256 and ES256 are)")]
+    Algorithm,
+    #[error("No key is configured for the token's algorithm and key id")]
+    NoKey,
+    #[error("The token's signature does not verify")]
+    Signature,
+    #[error("The token has expired")]
+    Expired,
+    #[error("The token is not valid yet")]
+    NotYetValid,
+    #[error("The token's issuer is not accepted")]
+    Issuer,
+    #[error("The token's audience is not accepted")]
+    Audience,
+    #[error("The token's `{0}` claim is missing or not valid")]
+    Claim(String),
+    #[error(
+        "The token's claims are not valid: `sub` (a string) and `exp` are required, \
+         `permissions` is a list of names"
+    )]
+    Claims,
+}
+
+impl From<jsonwebtoken::errors::Error> for Rejected {
+    fn from(error: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        tracing::debug!(%error, "bearer token refused");
+        match error.into_kind() {
+            ErrorKind::InvalidSignature => Rejected::Signature,
+            ErrorKind::ExpiredSignature => Rejected::Expired,
+            ErrorKind::ImmatureSignature => Rejected::NotYetValid,
+            ErrorKind::InvalidIssuer => Rejected::Issuer,
+            ErrorKind::InvalidAudience => Rejected::Audience,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Rejected::Algorithm,
+            // The claim names are the specification's (`exp`, `nbf`, `sub`…), never the token's.
+            ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim) => {
+                Rejected::Claim(claim)
+            }
+            // The header was read before: what does not parse is the claims.
+            ErrorKind::Json(_) => Rejected::Claims,
+            _ => Rejected::Malformed,
+        }
     }
 }
 

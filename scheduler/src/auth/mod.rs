@@ -11,7 +11,7 @@ pub mod token;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 pub use permission::{FunctionCall, Permission, Requirement};
@@ -213,7 +213,8 @@ impl Authenticator {
                 permissions: Permissions::All,
             })),
             Authenticator::Jwt(verifier) => {
-                let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+                let Some(value) = single(headers, axum::http::header::AUTHORIZATION.as_str())?
+                else {
                     return Ok(Identity::Anonymous);
                 };
                 let token = value
@@ -225,7 +226,7 @@ impl Authenticator {
                     })?;
                 let claims = verifier
                     .verify(token.trim())
-                    .map_err(|reason| invalid(format!("the bearer token is invalid: {reason}")))?;
+                    .map_err(|rejected| invalid(rejected.to_string()))?;
                 Ok(Identity::Caller(Caller {
                     user_id: Some(checked_id(claims.sub)?),
                     application_id: claims.application_id.map(checked_id).transpose()?,
@@ -238,8 +239,7 @@ impl Authenticator {
                 permissions,
             } => {
                 let text = |name: &str| -> Result<Option<String>, Denied> {
-                    headers
-                        .get(name)
+                    single(headers, name)?
                         .map(|v| {
                             v.to_str()
                                 .map(|s| s.trim().to_owned())
@@ -272,6 +272,19 @@ fn invalid(reason: String) -> Denied {
     Denied::NotAuthenticated(reason)
 }
 
+/// The one value of a credential header. Sent twice, it is refused: which copy a gateway
+/// checked and which one reaches the service is anyone's guess.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, Denied> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(invalid(format!(
+            "The {name} header is sent more than once; send it once"
+        )));
+    }
+    Ok(first)
+}
+
 fn checked_id(id: String) -> Result<String, Denied> {
     if id.is_empty() || id.len() > MAX_ID_LENGTH || id.chars().any(char::is_control) {
         return Err(invalid(format!(
@@ -284,7 +297,6 @@ fn checked_id(id: String) -> Result<String, Denied> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
@@ -366,6 +378,65 @@ mod tests {
         ));
     }
 
+    fn refusal(token: &str) -> String {
+        match jwt_authenticator().identify(&bearer(token)) {
+            Err(Denied::NotAuthenticated(message)) => message,
+            other => panic!("{token} was not refused as unauthenticated: {other:?}"),
+        }
+    }
+
+    fn signed(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("signed")
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_beyond_the_leeway() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let later = signed(&serde_json::json!({"sub": "u", "exp": now + 7200, "nbf": now + 600}));
+        assert_eq!(refusal(&later), "The token is not valid yet");
+        // A clock a few seconds ahead of this one is tolerated, as for `exp`.
+        let skewed = signed(&serde_json::json!({"sub": "u", "exp": now + 7200, "nbf": now + 5}));
+        assert!(jwt_authenticator().identify(&bearer(&skewed)).is_ok());
+    }
+
+    #[test]
+    fn refusals_say_why_in_the_services_own_words() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let expired = jwt::mint(SECRET, &claims(&[], 1_000)).expect("minted");
+        let wrong_secret = jwt::mint(
+            "another-secret-that-is-also-long-enough",
+            &claims(&[], in_an_hour()),
+        )
+        .expect("minted");
+        let no_subject = signed(&serde_json::json!({"exp": now + 600}));
+        let bad_nbf = signed(&serde_json::json!({"sub": "u", "exp": now + 600, "nbf": "soon"}));
+        for (token, message) in [
+            (expired.as_str(), "The token has expired"),
+            (
+                wrong_secret.as_str(),
+                "The token's signature does not verify",
+            ),
+            ("not.a.token", "The token is malformed"),
+            ("", "The token is malformed"),
+            (
+                no_subject.as_str(),
+                "The token's claims are not valid: `sub` (a string) and `exp` are required, \
+                 `permissions` is a list of names",
+            ),
+            (
+                bad_nbf.as_str(),
+                "The token's `nbf` claim is missing or not valid",
+            ),
+        ] {
+            assert_eq!(refusal(token), message, "{token}");
+        }
+    }
+
     #[test]
     fn an_unsigned_token_is_refused() {
         // {"alg":"none"} with valid claims and no signature.
@@ -413,6 +484,42 @@ mod tests {
         assert!(matches!(
             authenticator.identify(&HeaderMap::new()),
             Ok(Identity::Anonymous)
+        ));
+    }
+
+    #[test]
+    fn a_credential_header_sent_twice_is_refused() {
+        let gateway = Authenticator::from_config(&AuthConfig {
+            mode: AuthMode::Headers,
+            ..AuthConfig::default()
+        })
+        .expect("valid config");
+        for name in [
+            "x-forwarded-user",
+            "x-forwarded-application",
+            "x-forwarded-permissions",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-user", HeaderValue::from_static("u-7"));
+            headers.append(name, HeaderValue::from_static("one"));
+            headers.append(name, HeaderValue::from_static("two"));
+            assert_eq!(
+                gateway.identify(&headers).err(),
+                Some(Denied::NotAuthenticated(format!(
+                    "The {name} header is sent more than once; send it once"
+                ))),
+                "{name}"
+            );
+        }
+        let token = jwt::mint(SECRET, &claims(&[], in_an_hour())).expect("minted");
+        let mut headers = bearer(&token);
+        headers.append(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        assert!(matches!(
+            jwt_authenticator().identify(&headers),
+            Err(Denied::NotAuthenticated(_))
         ));
     }
 }
