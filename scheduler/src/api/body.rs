@@ -53,7 +53,7 @@ async fn read_object<S: Send + Sync>(
         return Ok(None);
     }
     match serde_json::from_slice::<Value>(&bytes) {
-        Ok(value) if contains_nul(&value) => Err(ApiError::BodyFormat(
+        Ok(value) if !common::db::text::json_is_storable(&value) => Err(ApiError::BodyFormat(
             "Strings in the request body may not contain the NUL character (\\u0000)".into(),
         )),
         Ok(Value::Object(object)) => Ok(Some(object)),
@@ -63,19 +63,6 @@ async fn read_object<S: Send + Sync>(
         Err(error) => Err(ApiError::BodyFormat(format!(
             "The request body is not valid JSON: {error}"
         ))),
-    }
-}
-
-/// Postgres text and jsonb cannot hold U+0000: such a value is refused at the door rather than
-/// failing at the database.
-fn contains_nul(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(fields) => fields
-            .iter()
-            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
-        _ => false,
     }
 }
 
