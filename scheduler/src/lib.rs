@@ -9,6 +9,7 @@ pub mod events;
 pub mod function_cache;
 pub mod gauges;
 pub mod listener;
+mod parser_errors;
 pub mod recurring;
 pub mod relay;
 pub mod requester;

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::config::HttpConfig;
+use crate::parser_errors::WithErrorBodies;
 
 /// Header fields hyper's parser makes room for. At its default (100) it answers more with a
 /// bare 431 before any handler runs; with this room, requests up to it reach
@@ -131,8 +132,8 @@ pub async fn serve<S>(
         let _ = stream.set_nodelay(true);
         match connections.clone().try_acquire_owned() {
             Ok(slot) => {
-                let connection =
-                    graceful.watch(builder.serve_connection(TokioIo::new(stream), service.clone()));
+                let stream = TokioIo::new(WithErrorBodies::new(stream));
+                let connection = graceful.watch(builder.serve_connection(stream, service.clone()));
                 tokio::spawn(async move {
                     // Errors are the client's (a reset, a malformed or late request head).
                     let _ = connection.await;

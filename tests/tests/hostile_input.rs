@@ -144,6 +144,69 @@ async fn oversized_and_malformed_requests_get_an_error_body_and_change_nothing()
     assert_eq!(status, 200, "the scheduler is still serving");
 }
 
+/// Sends raw bytes on one connection and reads until the server closes it.
+async fn raw_exchange(app: &TestScheduler, bytes: &[u8]) -> String {
+    let address = app.base_url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The body of the last response in `answer`, as JSON.
+fn last_body(answer: &str) -> serde_json::Value {
+    let body = answer.rsplit("\r\n\r\n").next().unwrap();
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not a JSON body: {answer}"))
+}
+
+#[tokio::test]
+async fn requests_the_http_parser_refuses_get_the_error_body_too() {
+    let app = TestScheduler::start().await;
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "a raw quote in the query",
+            b"GET /tasks/v1?eq(data.a,\"x\") HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+            "HTTP/1.1 400 ",
+        ),
+        (
+            "a header name with a space",
+            b"GET /tasks/v1 HTTP/1.1\r\nhost: x\r\nbad name: y\r\n\r\n".to_vec(),
+            "HTTP/1.1 400 ",
+        ),
+        (
+            "a request target of 70 KB",
+            format!(
+                "GET /tasks/v1?{} HTTP/1.1\r\nhost: x\r\n\r\n",
+                "a".repeat(70_000)
+            )
+            .into_bytes(),
+            "HTTP/1.1 414 ",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let answer = raw_exchange(&app, &request).await;
+        assert!(answer.starts_with(status), "{what}: {answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{what}: {answer}"
+        );
+        assert_eq!(last_body(&answer)["code"], 26, "{what}: {answer}");
+    }
+    // Later on a kept-alive connection, too.
+    let answer = raw_exchange(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /tasks/v1?a=\"b\" HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("HTTP/1.1 400 "), "{answer}");
+    assert_eq!(last_body(&answer)["code"], 26, "{answer}");
+}
+
 /// A `provided` runtime that misbehaves towards the Runtime API in the way `MODE` says.
 const HOSTILE_BOOTSTRAP: &str = r#"#!/usr/bin/env python3
 import http.client, os, socket, time

@@ -68,6 +68,11 @@ pub enum ApiError {
     NotAuthenticated(String),
     #[error("{0}")]
     NoPermission(String),
+    #[error(
+        "The request is not valid HTTP: its method, target or a header holds characters HTTP \
+         does not allow (percent-encode `\"`, `<`, `>`, spaces and the like in the path and query)"
+    )]
+    MalformedRequest,
     #[error("The request path and query are longer than {0} bytes")]
     UriTooLong(usize),
     #[error("The request headers take more than {0} bytes")]
@@ -165,6 +170,7 @@ impl ApiError {
             NoPermission(_) => (StatusCode::UNAUTHORIZED, 10, "NO_PERMISSION_EXCEPTION"),
             // The reference documents 401, which clients would take for an auth failure.
             UriTooLong(_) => (StatusCode::URI_TOO_LONG, 26, "ILLEGAL_ARGUMENT_EXCEPTION"),
+            MalformedRequest => (StatusCode::BAD_REQUEST, 26, "ILLEGAL_ARGUMENT_EXCEPTION"),
             HeadersTooLarge(_) | TooManyHeaders(_) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 26,
