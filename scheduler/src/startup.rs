@@ -16,16 +16,16 @@ use common::secrets::SecretBox;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::{self, AppState};
-use crate::auth::{AuthMode, Authenticator};
+use crate::api::auth::{AuthMode, Authenticator};
+use crate::api::definition_cache::FunctionCache;
+use crate::api::requester::Requester;
+use crate::api::{self, AppState, server};
+use crate::background::listener::{self, Wakeups};
+use crate::background::triggers::EventConsumer;
+use crate::background::{gauges, orphans, outbox_relay, schedules, sweeper};
 use crate::config::SchedulerConfig;
+use crate::dispatch::timer::PreciseTimer;
 use crate::dispatch::{Dispatcher, FastLane, Outlet};
-use crate::events::EventConsumer;
-use crate::function_cache::FunctionCache;
-use crate::listener::{self, Wakeups};
-use crate::requester::Requester;
-use crate::timer::PreciseTimer;
-use crate::{gauges, recurring, relay, server, sweeper};
 use common::metrics::Metrics;
 
 pub struct Application {
@@ -37,6 +37,8 @@ pub struct Application {
     /// How the dispatcher and the API's fast lane publish due tasks; its publisher is the
     /// outbox relay's too.
     outlet: Outlet,
+    /// The dispatcher's queries, for the check for tasks of deleted functions.
+    queries: DispatchQueries,
 }
 
 impl Application {
@@ -64,9 +66,10 @@ impl Application {
         };
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
+        let queries = DispatchQueries::new(common::db::queue_pool(&config.database)?);
         let outlet = Outlet::new(
             publisher,
-            DispatchQueries::new(common::db::queue_pool(&config.database)?),
+            queries.clone(),
             wakeups.tasks.clone(),
             metrics.clone(),
         );
@@ -83,6 +86,7 @@ impl Application {
                 fast_lane,
             ),
             outlet,
+            queries,
             wakeups,
             config,
             pool,
@@ -124,6 +128,7 @@ impl Application {
             }
             .run(stopped.clone()),
         );
+        loops.spawn(orphans::run(self.queries.clone(), stopped.clone()));
         loops.spawn(sweeper::run(
             Lifecycle::new(self.pool.clone()),
             metrics.clone(),
@@ -139,13 +144,13 @@ impl Application {
             }
             .run(stopped.clone()),
         );
-        loops.spawn(recurring::run(
+        loops.spawn(schedules::run(
             common::db::Schedules::new(self.pool.clone()),
             metrics.clone(),
             wakeups.tasks.clone(),
             stopped.clone(),
         ));
-        loops.spawn(relay::run(
+        loops.spawn(outbox_relay::run(
             Outbox::new(self.pool.clone()),
             publisher,
             wakeups.outbox.clone(),

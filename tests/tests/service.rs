@@ -12,7 +12,7 @@ async fn two_schedulers_starting_at_once_migrate_the_schema_once() {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         },
-        auth: scheduler::auth::AuthConfig {
+        auth: scheduler::api::auth::AuthConfig {
             jwt_secret: Some(harness::TEST_SECRET.to_owned()),
             ..Default::default()
         },

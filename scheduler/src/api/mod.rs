@@ -1,28 +1,33 @@
 //! The REST API under `/tasks/v1`, wire-compatible with the Extra Horizon Tasks Service.
 //! One file per resource; errors are mapped in [`error`].
 
-pub mod api_functions;
+pub mod api_calls;
 pub mod api_requests;
+pub mod auth;
 pub mod authorize;
 pub mod body;
+pub mod definition_cache;
+pub mod direct_executions;
 pub mod error;
-pub mod execute;
 pub mod functions;
 pub mod health;
 pub mod openapi;
 pub mod paging;
+mod parser_errors;
+pub mod requester;
 pub mod schedules;
+pub mod server;
 pub mod tasks;
 pub mod triggers;
 
 use crate::dispatch::FastLane;
-use crate::function_cache::FunctionCache;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use deadpool_postgres::Pool;
+use definition_cache::FunctionCache;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -30,10 +35,10 @@ use utoipa::ToSchema;
 
 use common::db::{ApiRequests, Functions, Schedules, TaskLogs, Tasks, Triggers};
 
-use crate::auth::Authenticator;
-use crate::requester::Requester;
+use auth::Authenticator;
 use common::metrics::Metrics;
 use error::ApiError;
+use requester::Requester;
 
 /// Largest request body in general.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -132,7 +137,10 @@ pub fn router(state: AppState) -> Router {
             "/tasks/v1/functions/{name}/disable",
             post(functions::disable).get(functions::disable),
         )
-        .route("/tasks/v1/functions/{name}/execute", post(execute::execute))
+        .route(
+            "/tasks/v1/functions/{name}/execute",
+            post(direct_executions::execute),
+        )
         .layer(DefaultBodyLimit::max(FUNCTION_BODY_LIMIT));
 
     let rest = Router::new()
@@ -170,13 +178,13 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
 
     let api = Router::new()
-        .route("/tasks/v1/api/{function_name}", any(api_functions::invoke))
-        .route("/tasks/v1/api/{function_name}/", any(api_functions::invoke))
+        .route("/tasks/v1/api/{function_name}", any(api_calls::invoke))
+        .route("/tasks/v1/api/{function_name}/", any(api_calls::invoke))
         .route(
             "/tasks/v1/api/{function_name}/{*path}",
-            any(api_functions::invoke),
+            any(api_calls::invoke),
         )
-        .layer(DefaultBodyLimit::max(api_functions::MAX_PAYLOAD_BYTES));
+        .layer(DefaultBodyLimit::max(api_calls::MAX_PAYLOAD_BYTES));
 
     functions
         .merge(rest)
@@ -221,7 +229,7 @@ pub const MAX_URI_BYTES: usize = 16 * 1024;
 /// Most bytes of request headers accepted, names and values together.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most header fields accepted (hyper's own bound, which it enforces with a bare 431; it is
-/// given more room, see [`crate::server::PARSED_HEADERS`], so that this check answers).
+/// given more room, see [`server::PARSED_HEADERS`], so that this check answers).
 pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// Bounds the request line and headers before routing (the HTTP server's own limits are far
@@ -253,7 +261,7 @@ pub async fn check_request_size(request: Request) -> Result<Request, ApiError> {
 pub async fn trim_trailing_slash(mut request: Request) -> Request {
     let path = request.uri().path();
     // The path of an API function is the function's business, trailing slash included.
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with(api_functions::PREFIX) {
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with(api_calls::PREFIX) {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let rebuilt = match request.uri().query() {

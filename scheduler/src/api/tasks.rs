@@ -11,7 +11,7 @@ use common::db::tasks::{CancelOutcome, NewTask, TASK_SCHEMA};
 use common::domain::{Priority, Task, TaskSource, TaskStatus, task};
 use common::id::ObjectId;
 
-use crate::auth::Identity;
+use crate::api::auth::Identity;
 
 use super::body::{self, JsonObject, OptionalJsonObject, Required};
 use super::error::{ApiError, ErrorBody};

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::auth::{FunctionCall, Identity};
+use crate::api::auth::{FunctionCall, Identity};
 use common::amqp::{DirectExecution, DirectTask};
 use common::domain::{PermissionMode, Task, TaskErrorType, TaskStatus};
 use common::id::ObjectId;

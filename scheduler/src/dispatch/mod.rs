@@ -4,6 +4,8 @@
 //! them, because the broker cannot order 2^53 priorities itself. While no due task waits in
 //! Postgres, the dispatcher lends the window's free room to the API ([`FastLane`]).
 
+pub mod timer;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use common::db::DispatchQueries;
 use tokio::sync::{Notify, RwLock, watch};
 
 use crate::config::DispatchConfig;
-use crate::timer::PreciseTimer;
+use timer::PreciseTimer;
 
 use common::metrics::Metrics;
 
@@ -202,9 +204,6 @@ impl Dispatcher {
         // Unclaimed tasks are taken again once `redispatch_after` passed (their message was
         // lost), so the dispatcher never sleeps longer than that.
         let longest_sleep = self.config.max_sleep().min(redispatch_after);
-        // Tasks of deleted functions are failed on their own clock: that check reads every
-        // due task, and would otherwise hold up the dispatch of tasks falling due meanwhile.
-        let orphans = tokio::spawn(fail_orphans(self.outlet.queries.clone(), stop.clone()));
         let mut poll = IN_FLIGHT_POLL;
         let mut left_waiting = None;
         let mut lent = 0;
@@ -248,9 +247,6 @@ impl Dispatcher {
                 _ = self.timer.sleep(wait) => {}
                 _ = common::shutdown::stopped(&mut stop) => break,
             }
-        }
-        if let Err(error) = orphans.await {
-            tracing::warn!(%error, "the check for tasks of deleted functions ended abnormally");
         }
     }
 
@@ -411,25 +407,6 @@ impl Outlet {
 fn due_message(task_ids: &[String]) -> Option<(String, Vec<u8>)> {
     let body = serde_json::to_vec(&TaskMessage::of(task_ids)?).ok()?;
     Some((TASKS_QUEUE.to_owned(), body))
-}
-
-/// Fails the due tasks whose function was deleted, every second (less often while a large
-/// backlog makes the check slow), until `stop`.
-async fn fail_orphans(queries: DispatchQueries, mut stop: watch::Receiver<bool>) {
-    let mut wait = Duration::from_secs(1);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = common::shutdown::stopped(&mut stop) => return,
-        }
-        let started = std::time::Instant::now();
-        match queries.fail_orphans().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(tasks = n, "failed tasks whose function was deleted"),
-            Err(error) => tracing::warn!(%error, "checking for tasks of deleted functions failed"),
-        }
-        wait = crate::paced(Duration::from_secs(1), started.elapsed());
-    }
 }
 
 /// What one dispatch pass leaves behind.

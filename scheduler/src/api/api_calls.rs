@@ -21,7 +21,7 @@ use common::domain::{FunctionDefinition, TaskErrorType};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{FunctionCall, Identity};
+use crate::api::auth::{FunctionCall, Identity};
 use common::domain::PermissionMode;
 
 pub const PREFIX: &str = "/tasks/v1/api/";

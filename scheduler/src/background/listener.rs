@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::function_cache::{FUNCTIONS_CHANNEL, FunctionCache};
+use crate::api::definition_cache::{FUNCTIONS_CHANNEL, FunctionCache};
 
 /// Notified when a task due later is inserted (a retry, say), a task is handed back by a
 /// draining worker, or a function is enabled. Tasks this scheduler creates wake its
