@@ -3,18 +3,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-
-use anyhow::Context;
-use tokio::net::TcpListener;
-use tower::Layer;
-
 use std::sync::Arc;
 
+use anyhow::Context;
 use common::amqp::Publisher;
-use common::db::{DispatchQueries, Functions, Lifecycle, Outbox};
+use common::db::{DispatchQueries, Functions, Lifecycle, Outbox, Tasks};
+use common::metrics::Metrics;
 use common::secrets::SecretBox;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::Layer;
 
 use crate::api::auth::{AuthMode, Authenticator};
 use crate::api::definition_cache::FunctionCache;
@@ -24,9 +23,7 @@ use crate::background::listener::{self, Wakeups};
 use crate::background::triggers::EventConsumer;
 use crate::background::{gauges, orphans, outbox_relay, schedules, sweeper};
 use crate::config::SchedulerConfig;
-use crate::dispatch::timer::PreciseTimer;
-use crate::dispatch::{Dispatcher, FastLane, Outlet};
-use common::metrics::Metrics;
+use crate::dispatch::Dispatcher;
 
 pub struct Application {
     listener: TcpListener,
@@ -34,9 +31,9 @@ pub struct Application {
     state: AppState,
     config: SchedulerConfig,
     pool: deadpool_postgres::Pool,
-    /// How the dispatcher and the API's fast lane publish due tasks; its publisher is the
-    /// outbox relay's too.
-    outlet: Outlet,
+    dispatcher: Dispatcher,
+    /// The dispatcher's and the outbox relay's.
+    publisher: Arc<Publisher>,
     /// The dispatcher's queries, for the check for tasks of deleted functions.
     queries: DispatchQueries,
 }
@@ -59,33 +56,35 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
-        let wakeups = Wakeups {
-            tasks: Arc::default(),
-            outbox: Arc::default(),
-            function_cache: FunctionCache::new(Functions::new(pool.clone(), secrets)),
-        };
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
         let queries = DispatchQueries::new(common::db::queue_pool(&config.database)?);
-        let outlet = Outlet::new(
-            publisher,
+        let tasks = Tasks::new(pool.clone());
+        let (dispatcher, dispatch) = Dispatcher::new(
+            config.dispatch.clone(),
+            publisher.clone(),
             queries.clone(),
-            wakeups.tasks.clone(),
+            tasks.clone(),
             metrics.clone(),
-        );
-        let fast_lane = Arc::new(FastLane::new(outlet.clone()));
+        )?;
+        let wakeups = Wakeups {
+            dispatch: dispatch.clone(),
+            outbox: Arc::default(),
+            function_cache: FunctionCache::new(Functions::new(pool.clone(), secrets)),
+        };
         Ok(Application {
             listener,
             state: AppState::new(
                 pool.clone(),
+                tasks,
+                dispatch,
                 Arc::new(Requester::new(config.amqp.url.clone())),
                 metrics,
                 auth,
                 wakeups.function_cache.clone(),
-                wakeups.tasks.clone(),
-                fast_lane,
             ),
-            outlet,
+            dispatcher,
+            publisher,
             queries,
             wakeups,
             config,
@@ -107,7 +106,6 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let wakeups = self.wakeups.clone();
-        let publisher = self.outlet.publisher.clone();
         let metrics = self.state.metrics.clone();
         let mut loops = JoinSet::new();
         loops.spawn(gauges::run(
@@ -119,15 +117,7 @@ impl Application {
             self.config.database.url.clone(),
             wakeups.clone(),
         ));
-        loops.spawn(
-            Dispatcher {
-                outlet: self.outlet.clone(),
-                config: self.config.dispatch.clone(),
-                fast_lane: self.state.fast_lane.clone(),
-                timer: PreciseTimer::start()?,
-            }
-            .run(stopped.clone()),
-        );
+        loops.spawn(self.dispatcher.run(stopped.clone()));
         loops.spawn(orphans::run(self.queries.clone(), stopped.clone()));
         loops.spawn(sweeper::run(
             Lifecycle::new(self.pool.clone()),
@@ -140,19 +130,19 @@ impl Application {
                 amqp_url: self.config.amqp.url.clone(),
                 triggers: common::db::Triggers::new(self.pool.clone()),
                 metrics: metrics.clone(),
-                dispatch: wakeups.tasks.clone(),
+                dispatch: wakeups.dispatch.clone(),
             }
             .run(stopped.clone()),
         );
         loops.spawn(schedules::run(
             common::db::Schedules::new(self.pool.clone()),
             metrics.clone(),
-            wakeups.tasks.clone(),
+            wakeups.dispatch.clone(),
             stopped.clone(),
         ));
         loops.spawn(outbox_relay::run(
             Outbox::new(self.pool.clone()),
-            publisher,
+            self.publisher,
             wakeups.outbox.clone(),
             stopped,
         ));

@@ -20,7 +20,7 @@ pub mod server;
 pub mod tasks;
 pub mod triggers;
 
-use crate::dispatch::FastLane;
+use crate::dispatch::DispatchHandle;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, Uri, header};
@@ -60,31 +60,28 @@ pub struct AppState {
     pub api_requests: ApiRequests,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authenticator>,
-    /// Wakes this scheduler's dispatcher when a request created a task due now.
-    pub dispatch: Arc<tokio::sync::Notify>,
-    /// Publishes a task due now from its request while the dispatcher has nothing waiting.
-    pub fast_lane: Arc<FastLane>,
+    /// Where created tasks are submitted, to be stored and published.
+    pub dispatch: DispatchHandle,
 }
 
 impl AppState {
     pub fn new(
         pool: Pool,
+        tasks: Tasks,
+        dispatch: DispatchHandle,
         requester: Arc<Requester>,
         metrics: Arc<Metrics>,
         auth: Authenticator,
         function_cache: FunctionCache,
-        dispatch: Arc<tokio::sync::Notify>,
-        fast_lane: Arc<FastLane>,
     ) -> Self {
         AppState {
             dispatch,
-            fast_lane,
             metrics,
             auth: Arc::new(auth),
             requester,
             functions: function_cache.store().clone(),
             function_cache,
-            tasks: Tasks::new(pool.clone()),
+            tasks,
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),
             triggers: Triggers::new(pool.clone()),

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::api::definition_cache::{FUNCTIONS_CHANNEL, FunctionCache};
+use crate::dispatch::DispatchHandle;
 
 /// Notified when a task due later is inserted (a retry, say), a task is handed back by a
 /// draining worker, or a function is enabled. Tasks this scheduler creates wake its
@@ -22,7 +23,7 @@ pub const OUTBOX_CHANNEL: &str = "outbox";
 /// What the notifications reach: the loops they wake, and the cache they keep fresh.
 #[derive(Clone)]
 pub struct Wakeups {
-    pub tasks: Arc<Notify>,
+    pub dispatch: DispatchHandle,
     pub outbox: Arc<Notify>,
     pub function_cache: FunctionCache,
 }
@@ -37,7 +38,7 @@ pub async fn run(database_url: String, wakeups: Wakeups) {
         };
         wakeups.function_cache.set_listening(false);
         // Whatever was missed while disconnected is picked up by one pass of each loop.
-        wakeups.tasks.notify_one();
+        wakeups.dispatch.wake();
         wakeups.outbox.notify_one();
         tokio::time::sleep(wait).await;
     }
@@ -56,7 +57,7 @@ async fn listen(
         while let Some(message) = messages.next().await {
             if let AsyncMessage::Notification(notification) = message? {
                 match notification.channel() {
-                    TASKS_CHANNEL => targets.tasks.notify_one(),
+                    TASKS_CHANNEL => targets.dispatch.wake(),
                     OUTBOX_CHANNEL => targets.outbox.notify_one(),
                     FUNCTIONS_CHANNEL => targets.function_cache.forget_all(),
                     _ => {}

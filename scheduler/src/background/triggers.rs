@@ -19,6 +19,8 @@ use common::metrics::Metrics;
 use common::reconnect::Reconnect;
 use tokio::sync::watch;
 
+use crate::dispatch::DispatchHandle;
+
 /// Most events stored in one transaction (the consumer's prefetch).
 const BATCH: usize = 64;
 
@@ -26,8 +28,8 @@ pub struct EventConsumer {
     pub amqp_url: String,
     pub triggers: Triggers,
     pub metrics: Arc<Metrics>,
-    /// Wakes the dispatcher for the tasks an event created.
-    pub dispatch: Arc<tokio::sync::Notify>,
+    /// Woken for the tasks an event created.
+    pub dispatch: DispatchHandle,
 }
 
 impl EventConsumer {
@@ -167,7 +169,7 @@ impl EventConsumer {
             .tasks_created
             .with_label_values(&["event"])
             .inc_by(created);
-        self.dispatch.notify_one();
+        self.dispatch.wake();
     }
 
     /// Moves an event that can never become tasks to the dead-letter queue with `reason`,
