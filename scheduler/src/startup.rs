@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tower::Layer;
 
 use crate::api::auth::{AuthMode, Authenticator};
-use crate::api::definition_cache::FunctionCache;
+use crate::api::definition_cache::DefinitionCache;
 use crate::api::requester::Requester;
 use crate::api::{self, AppState, server};
 use crate::background::listener::{self, Wakeups};
@@ -70,7 +70,7 @@ impl Application {
         let wakeups = Wakeups {
             dispatch: dispatch.clone(),
             outbox: Arc::default(),
-            function_cache: FunctionCache::new(Functions::new(pool.clone(), secrets)),
+            definitions: DefinitionCache::new(Functions::new(pool.clone(), secrets)),
         };
         Ok(Application {
             listener,
@@ -81,7 +81,7 @@ impl Application {
                 Arc::new(Requester::new(config.amqp.url.clone())),
                 metrics,
                 auth,
-                wakeups.function_cache.clone(),
+                wakeups.definitions.clone(),
             ),
             dispatcher,
             publisher,

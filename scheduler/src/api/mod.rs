@@ -1,5 +1,10 @@
 //! The REST API under `/tasks/v1`, wire-compatible with the Extra Horizon Tasks Service.
-//! One file per resource; errors are mapped in [`error`].
+//!
+//! A request goes from the HTTP [`server`] through [`authorize`] (who is calling, from
+//! [`auth`], and whether they may) to the route of its resource, one file each; errors
+//! become responses in [`error`] only. Tasks created here are submitted to the dispatcher;
+//! direct executions and API calls instead wait for a worker's answer ([`requester`]),
+//! reading function definitions from the [`definition_cache`].
 
 pub mod api_calls;
 pub mod api_requests;
@@ -27,7 +32,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use deadpool_postgres::Pool;
-use definition_cache::FunctionCache;
+use definition_cache::DefinitionCache;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -50,8 +55,9 @@ pub const FUNCTION_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub struct AppState {
     pub pool: Pool,
     pub functions: Functions,
-    /// Definitions read by direct executions and API calls; forget it after a function write.
-    pub function_cache: FunctionCache,
+    /// Function definitions read by direct executions and API calls; forget them after a
+    /// function write.
+    pub definitions: DefinitionCache,
     pub tasks: Tasks,
     pub logs: TaskLogs,
     pub schedules: Schedules,
@@ -72,15 +78,15 @@ impl AppState {
         requester: Arc<Requester>,
         metrics: Arc<Metrics>,
         auth: Authenticator,
-        function_cache: FunctionCache,
+        definitions: DefinitionCache,
     ) -> Self {
         AppState {
             dispatch,
             metrics,
             auth: Arc::new(auth),
             requester,
-            functions: function_cache.store().clone(),
-            function_cache,
+            functions: definitions.store().clone(),
+            definitions,
             tasks,
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),

@@ -1,4 +1,4 @@
-//! The event relay: publishes the outbox (`task_failed` events) to the `platform.events`
+//! The outbox relay: publishes the outbox (`task_failed` events) to the `platform.events`
 //! exchange, routing key = event type, and deletes what the broker confirmed.
 
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //! first. Postgres is the queue; the broker only holds a bounded window of due tasks no worker
 //! has taken yet (the queue's ready messages), refilled in priority order as workers take
 //! them, because the broker cannot order 2^53 priorities itself. While no due task waits in
-//! Postgres, the dispatcher lends the window's free room to the API ([`fast_lane`]).
+//! Postgres, the dispatcher lends the window's free room to the API (`fast_lane`).
 //!
 //! [`Dispatcher::run`] makes one pass after another: it fills the window, then sleeps until
 //! a task falls due ([`timer`]), workers take messages, or a [`DispatchHandle`] wakes it.
-//! The [`outlet`] publishes what a pass or the fast lane marked dispatched.
+//! The `outlet` publishes what a pass or the fast lane marked dispatched.
 
 mod fast_lane;
 mod handle;
