@@ -34,8 +34,8 @@ pub struct Application {
     dispatcher: Dispatcher,
     /// The dispatcher's and the outbox relay's.
     publisher: Arc<Publisher>,
-    /// The dispatcher's queries, for the check for tasks of deleted functions.
-    queries: DispatchQueries,
+    /// For the check for tasks of deleted functions, on the dispatcher's pool.
+    orphans: Lifecycle,
 }
 
 impl Application {
@@ -58,12 +58,12 @@ impl Application {
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
-        let queries = DispatchQueries::new(common::db::queue_pool(&config.database)?);
+        let queue_pool = common::db::queue_pool(&config.database)?;
         let tasks = Tasks::new(pool.clone());
         let (dispatcher, dispatch) = Dispatcher::new(
             config.dispatch.clone(),
             publisher.clone(),
-            queries.clone(),
+            DispatchQueries::new(queue_pool.clone()),
             tasks.clone(),
             metrics.clone(),
         )?;
@@ -85,7 +85,7 @@ impl Application {
             ),
             dispatcher,
             publisher,
-            queries,
+            orphans: Lifecycle::new(queue_pool),
             wakeups,
             config,
             pool,
@@ -118,7 +118,7 @@ impl Application {
             wakeups.clone(),
         ));
         loops.spawn(self.dispatcher.run(stopped.clone()));
-        loops.spawn(orphans::run(self.queries.clone(), stopped.clone()));
+        loops.spawn(orphans::run(self.orphans, stopped.clone()));
         loops.spawn(sweeper::run(
             Lifecycle::new(self.pool.clone()),
             metrics.clone(),

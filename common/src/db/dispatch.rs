@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use serde_json::json;
 
 use super::{SKIP_FLUSH, StoreError};
 
@@ -79,35 +78,6 @@ impl DispatchQueries {
                 .then(a.start_timestamp.cmp(&b.start_timestamp))
         });
         Ok(tasks)
-    }
-
-    /// Fails due tasks whose function was deleted, with an `invocation` error and a
-    /// `task_failed` event each. Returns how many.
-    pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let error = json!({
-            "type": "invocation",
-            "name": "FunctionNotFound",
-            "message": "The function of this task was deleted before the task could run",
-        });
-        let statement = client
-            .prepare_cached(
-                "WITH failed AS ( \
-                   UPDATE tasks t SET status = 'failed', error = $1, dispatched_at = NULL, \
-                     status_changed_timestamp = now(), update_timestamp = now() \
-                   WHERE t.status = 'new' AND t.start_timestamp <= now() \
-                     AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.name = t.function_name) \
-                   RETURNING t.id, t.function_name) \
-                 INSERT INTO outbox (routing_key, payload) \
-                 SELECT 'task_failed', jsonb_build_object( \
-                   'id', substr(md5(random()::text || failed.id), 1, 24), \
-                   'type', 'task_failed', \
-                   'content', jsonb_build_object('id', failed.id, 'functionName', failed.function_name, 'error', $1::jsonb), \
-                   'creation_timestamp', (extract(epoch from now()) * 1000)::bigint) \
-                 FROM failed",
-            )
-            .await?;
-        Ok(client.execute(&statement, &[&error]).await?)
     }
 
     /// How long until the earliest start of an undispatched task that was not due yet

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use common::db::DispatchQueries;
+use common::db::Lifecycle;
 use tokio::sync::watch;
 
 /// Looks every second (less often while a large backlog makes the check slow), until `stop`.
-pub async fn run(queries: DispatchQueries, mut stop: watch::Receiver<bool>) {
+/// `lifecycle` is on a [`common::db::queue_pool`], as the search reads the due tasks.
+pub async fn run(lifecycle: Lifecycle, mut stop: watch::Receiver<bool>) {
     let mut wait = Duration::from_secs(1);
     loop {
         tokio::select! {
@@ -16,7 +17,7 @@ pub async fn run(queries: DispatchQueries, mut stop: watch::Receiver<bool>) {
             _ = common::shutdown::stopped(&mut stop) => return,
         }
         let started = std::time::Instant::now();
-        match queries.fail_orphans().await {
+        match lifecycle.fail_orphans().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "failed tasks whose function was deleted"),
             Err(error) => tracing::warn!(%error, "checking for tasks of deleted functions failed"),
