@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use common::amqp::Publisher;
-use common::db::{DispatchQueries, Functions, Lifecycle, Outbox, Tasks};
+use common::db::{Functions, Lifecycle, Tasks};
 use common::metrics::Metrics;
 use common::secrets::SecretBox;
 use tokio::net::TcpListener;
@@ -23,7 +23,8 @@ use crate::background::listener::{self, Wakeups};
 use crate::background::triggers::EventConsumer;
 use crate::background::{gauges, orphans, outbox_relay, schedules, sweeper};
 use crate::config::SchedulerConfig;
-use crate::dispatch::Dispatcher;
+use crate::db::{Outbox, Schedules, Triggers};
+use crate::dispatch::{DispatchQueries, Dispatcher};
 
 pub struct Application {
     listener: TcpListener,
@@ -128,14 +129,14 @@ impl Application {
         loops.spawn(
             EventConsumer {
                 amqp_url: self.config.amqp.url.clone(),
-                triggers: common::db::Triggers::new(self.pool.clone()),
+                triggers: Triggers::new(self.pool.clone()),
                 metrics: metrics.clone(),
                 dispatch: wakeups.dispatch.clone(),
             }
             .run(stopped.clone()),
         );
         loops.spawn(schedules::run(
-            common::db::Schedules::new(self.pool.clone()),
+            Schedules::new(self.pool.clone()),
             metrics.clone(),
             wakeups.dispatch.clone(),
             stopped.clone(),

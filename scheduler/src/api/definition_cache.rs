@@ -5,7 +5,7 @@
 //! notification listener turns into [`DefinitionCache::forget_all`]; this scheduler's own API
 //! writes forget at once, so a caller always reads its own change. Entries are only kept while
 //! the listener is connected, since a change made while it is not would never be heard of,
-//! and never for longer than [`MAX_AGE`], in case the connection dies without a word.
+//! and never for longer than `MAX_AGE`, in case the connection dies without a word.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -38,7 +38,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use common::db::{ApiRequests, Functions, Schedules, TaskLogs, Tasks, Triggers};
+use common::db::{ApiRequests, Functions, TaskLogs, Tasks};
+
+use crate::db::{Schedules, Triggers};
 
 use auth::Authenticator;
 use common::metrics::Metrics;

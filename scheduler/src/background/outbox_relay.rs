@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::amqp::{EVENTS_EXCHANGE, Publisher};
-use common::db::Outbox;
 use tokio::sync::{Notify, watch};
+
+use crate::db::Outbox;
 
 pub async fn run(
     outbox: Outbox,

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use common::db::Schedules;
 use std::sync::Arc;
 
 use common::metrics::Metrics;
 use tokio::sync::watch;
 
+use crate::db::Schedules;
 use crate::dispatch::DispatchHandle;
 
 /// Longest sleep between two looks at the schedules; new schedules are picked up within it.

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
-use common::db::triggers::{Event, EventOutcome};
-use common::db::{StoreError, Triggers};
+use common::db::StoreError;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -19,6 +18,8 @@ use common::metrics::Metrics;
 use common::reconnect::Reconnect;
 use tokio::sync::watch;
 
+use crate::db::Triggers;
+use crate::db::triggers::{Event, EventOutcome};
 use crate::dispatch::DispatchHandle;
 
 /// Most events stored in one transaction (the consumer's prefetch).

@@ -11,13 +11,14 @@
 mod fast_lane;
 mod handle;
 mod outlet;
+mod queries;
 pub mod timer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::amqp::Publisher;
-use common::db::{DispatchQueries, Tasks};
+use common::db::Tasks;
 use common::metrics::Metrics;
 use tokio::sync::watch;
 
@@ -25,6 +26,7 @@ use crate::config::DispatchConfig;
 use fast_lane::FastLane;
 pub use handle::DispatchHandle;
 use outlet::Outlet;
+pub use queries::DispatchQueries;
 use timer::PreciseTimer;
 
 /// How often the window is re-checked while workers take messages from it: they free room

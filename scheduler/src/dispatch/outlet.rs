@@ -5,9 +5,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use common::amqp::{AmqpError, Publisher, TASKS_QUEUE, TaskMessage};
-use common::db::DispatchQueries;
 use common::metrics::Metrics;
 use tokio::sync::{Notify, RwLock};
+
+use super::queries::DispatchQueries;
 
 /// What publishes tasks marked dispatched, for the dispatcher's passes and the fast lane.
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
-use super::{SKIP_FLUSH, StoreError};
+use common::db::{SKIP_FLUSH, StoreError};
 
 /// A due task selected for publishing.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct DueTask {
 
 #[derive(Clone)]
 pub struct DispatchQueries {
-    /// A [`super::queue_pool`].
+    /// A [`common::db::queue_pool`].
     pool: Pool,
 }
 
@@ -99,7 +99,7 @@ impl DispatchQueries {
         client
             .query_opt(&statement, &[&lookback.as_secs_f64()])
             .await?
-            .map_or(Ok(None), |row| super::time_until(&row))
+            .map_or(Ok(None), |row| common::db::time_until(&row))
     }
 
     /// Marks tasks stored as dispatched as not dispatched after all (their messages could

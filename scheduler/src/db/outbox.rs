@@ -5,7 +5,7 @@
 use deadpool_postgres::Pool;
 use serde_json::Value;
 
-use super::StoreError;
+use common::db::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
