@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use common::config::{AmqpConfig, DatabaseConfig, LogConfig};
 use common::secrets::SecretsConfig;
 
-use crate::auth::AuthConfig;
+use crate::api::auth::AuthConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SchedulerConfig {

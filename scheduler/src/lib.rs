@@ -1,41 +1,26 @@
-//! The scheduler: the control plane of the task service. It serves the REST API and, as the
-//! service grows, dispatches due tasks, turns platform events into tasks and fires schedules.
+//! The scheduler: the control plane of the task service. A task travels through it in three
+//! stages, one folder each:
+//!
+//! - [`api`]: the REST API under `/tasks/v1`. The HTTP server ([`api::server`]) hands each
+//!   request to [`api::authorize`], which asks [`api::auth`] who is calling and what they may
+//!   do, then to the route of its resource (one file each). A task created there is handed
+//!   to the dispatcher, which stores it; direct executions and API calls go to a worker and
+//!   wait for its answer ([`api::requester`]).
+//! - [`dispatch`]: chooses the due tasks, highest priority first, and publishes them to the
+//!   broker's `tasks` queue, where workers claim them.
+//! - [`background`]: the loops that keep the rest going: platform events become tasks
+//!   through triggers, schedules fire, the sweeper fails the tasks of dead workers, tasks of
+//!   deleted functions fail, the outbox relay publishes `task_failed` events, gauges count
+//!   the backlog, and database notifications wake the loops that wait for them.
+//!
+//! [`db`] holds the tables only the scheduler uses (schedules, triggers, the outbox); those
+//! the worker uses too, and every status change of a task, are `common::db`'s. Where an
+//! outcome is stored is the worker's business. [`startup`] wires the stages together, and
+//! [`config`] is what an operator can set.
 
 pub mod api;
-pub mod auth;
+pub mod background;
 pub mod config;
+pub mod db;
 pub mod dispatch;
-pub mod events;
-pub mod function_cache;
-pub mod gauges;
-pub mod listener;
-mod parser_errors;
-pub mod recurring;
-pub mod relay;
-pub mod requester;
-pub mod server;
 pub mod startup;
-pub mod sweeper;
-pub mod timer;
-
-/// How long to wait before repeating a periodic check that scans a backlog: its interval, or
-/// longer when the check itself took long, so it never takes more than a twentieth of a
-/// core however large the backlog grows (that is when the core is needed elsewhere).
-pub fn paced(interval: std::time::Duration, took: std::time::Duration) -> std::time::Duration {
-    interval.max(took * 20)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn a_slow_check_waits_twenty_times_its_own_duration() {
-        let second = Duration::from_secs(1);
-        assert_eq!(super::paced(second, Duration::from_millis(3)), second);
-        assert_eq!(
-            super::paced(second, Duration::from_millis(500)),
-            Duration::from_secs(10)
-        );
-    }
-}

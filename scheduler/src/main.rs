@@ -11,7 +11,7 @@ async fn main() -> std::process::ExitCode {
     };
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     if arguments.first().map(String::as_str) == Some("token") {
-        return match scheduler::auth::token::command(&config.auth, &arguments[1..]) {
+        return match scheduler::api::auth::token::command(&config.auth, &arguments[1..]) {
             Ok(token) => {
                 println!("{token}");
                 std::process::ExitCode::SUCCESS

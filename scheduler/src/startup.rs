@@ -3,30 +3,28 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-
-use anyhow::Context;
-use tokio::net::TcpListener;
-use tower::Layer;
-
 use std::sync::Arc;
 
+use anyhow::Context;
 use common::amqp::Publisher;
-use common::db::{DispatchQueries, Functions, Lifecycle, Outbox};
+use common::db::{Functions, Lifecycle, Tasks};
+use common::metrics::Metrics;
 use common::secrets::SecretBox;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::Layer;
 
-use crate::api::{self, AppState};
-use crate::auth::{AuthMode, Authenticator};
+use crate::api::auth::{AuthMode, Authenticator};
+use crate::api::definition_cache::DefinitionCache;
+use crate::api::requester::Requester;
+use crate::api::{self, AppState, server};
+use crate::background::listener::{self, Wakeups};
+use crate::background::triggers::EventConsumer;
+use crate::background::{gauges, orphans, outbox_relay, schedules, sweeper};
 use crate::config::SchedulerConfig;
-use crate::dispatch::{Dispatcher, FastLane, Outlet};
-use crate::events::EventConsumer;
-use crate::function_cache::FunctionCache;
-use crate::listener::{self, Wakeups};
-use crate::requester::Requester;
-use crate::timer::PreciseTimer;
-use crate::{gauges, recurring, relay, server, sweeper};
-use common::metrics::Metrics;
+use crate::db::{Outbox, Schedules, Triggers};
+use crate::dispatch::{DispatchQueries, Dispatcher};
 
 pub struct Application {
     listener: TcpListener,
@@ -34,9 +32,11 @@ pub struct Application {
     state: AppState,
     config: SchedulerConfig,
     pool: deadpool_postgres::Pool,
-    /// How the dispatcher and the API's fast lane publish due tasks; its publisher is the
-    /// outbox relay's too.
-    outlet: Outlet,
+    dispatcher: Dispatcher,
+    /// The dispatcher's and the outbox relay's.
+    publisher: Arc<Publisher>,
+    /// For the check for tasks of deleted functions, on the dispatcher's pool.
+    orphans: Lifecycle,
 }
 
 impl Application {
@@ -57,32 +57,36 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
-        let wakeups = Wakeups {
-            tasks: Arc::default(),
-            outbox: Arc::default(),
-            function_cache: FunctionCache::new(Functions::new(pool.clone(), secrets)),
-        };
         let publisher = Arc::new(Publisher::new(config.amqp.url.clone()));
         let metrics = Arc::new(Metrics::new().with_cluster_gauges());
-        let outlet = Outlet::new(
-            publisher,
-            DispatchQueries::new(common::db::queue_pool(&config.database)?),
-            wakeups.tasks.clone(),
+        let queue_pool = common::db::queue_pool(&config.database)?;
+        let tasks = Tasks::new(pool.clone());
+        let (dispatcher, dispatch) = Dispatcher::new(
+            config.dispatch.clone(),
+            publisher.clone(),
+            DispatchQueries::new(queue_pool.clone()),
+            tasks.clone(),
             metrics.clone(),
-        );
-        let fast_lane = Arc::new(FastLane::new(outlet.clone()));
+        )?;
+        let wakeups = Wakeups {
+            dispatch: dispatch.clone(),
+            outbox: Arc::default(),
+            definitions: DefinitionCache::new(Functions::new(pool.clone(), secrets)),
+        };
         Ok(Application {
             listener,
             state: AppState::new(
                 pool.clone(),
+                tasks,
+                dispatch,
                 Arc::new(Requester::new(config.amqp.url.clone())),
                 metrics,
                 auth,
-                wakeups.function_cache.clone(),
-                wakeups.tasks.clone(),
-                fast_lane,
+                wakeups.definitions.clone(),
             ),
-            outlet,
+            dispatcher,
+            publisher,
+            orphans: Lifecycle::new(queue_pool),
             wakeups,
             config,
             pool,
@@ -103,7 +107,6 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let wakeups = self.wakeups.clone();
-        let publisher = self.outlet.publisher.clone();
         let metrics = self.state.metrics.clone();
         let mut loops = JoinSet::new();
         loops.spawn(gauges::run(
@@ -115,15 +118,8 @@ impl Application {
             self.config.database.url.clone(),
             wakeups.clone(),
         ));
-        loops.spawn(
-            Dispatcher {
-                outlet: self.outlet.clone(),
-                config: self.config.dispatch.clone(),
-                fast_lane: self.state.fast_lane.clone(),
-                timer: PreciseTimer::start()?,
-            }
-            .run(stopped.clone()),
-        );
+        loops.spawn(self.dispatcher.run(stopped.clone()));
+        loops.spawn(orphans::run(self.orphans, stopped.clone()));
         loops.spawn(sweeper::run(
             Lifecycle::new(self.pool.clone()),
             metrics.clone(),
@@ -133,21 +129,21 @@ impl Application {
         loops.spawn(
             EventConsumer {
                 amqp_url: self.config.amqp.url.clone(),
-                triggers: common::db::Triggers::new(self.pool.clone()),
+                triggers: Triggers::new(self.pool.clone()),
                 metrics: metrics.clone(),
-                dispatch: wakeups.tasks.clone(),
+                dispatch: wakeups.dispatch.clone(),
             }
             .run(stopped.clone()),
         );
-        loops.spawn(recurring::run(
-            common::db::Schedules::new(self.pool.clone()),
+        loops.spawn(schedules::run(
+            Schedules::new(self.pool.clone()),
             metrics.clone(),
-            wakeups.tasks.clone(),
+            wakeups.dispatch.clone(),
             stopped.clone(),
         ));
-        loops.spawn(relay::run(
+        loops.spawn(outbox_relay::run(
             Outbox::new(self.pool.clone()),
-            publisher,
+            self.publisher,
             wakeups.outbox.clone(),
             stopped,
         ));

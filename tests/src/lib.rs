@@ -194,9 +194,9 @@ pub const TEST_APPLICATION: &str = "6a1b2c3d4e5f6a7b8c9d0e1f";
 
 /// A token for [`TEST_USER`] of [`TEST_APPLICATION`] holding these permissions.
 pub fn token(permissions: &[String]) -> String {
-    scheduler::auth::jwt::mint(
+    scheduler::api::auth::jwt::mint(
         TEST_SECRET,
-        &scheduler::auth::jwt::Claims {
+        &scheduler::api::auth::jwt::Claims {
             sub: TEST_USER.to_owned(),
             application_id: Some(TEST_APPLICATION.to_owned()),
             permissions: permissions.to_vec(),
@@ -208,7 +208,7 @@ pub fn token(permissions: &[String]) -> String {
 }
 
 pub fn all_permissions() -> Vec<String> {
-    scheduler::auth::token::all_permissions()
+    scheduler::api::auth::token::all_permissions()
 }
 
 /// An HTTP client sending this bearer token with every request.

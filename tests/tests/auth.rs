@@ -433,7 +433,7 @@ async fn permission_modes_govern_direct_execution_and_api_functions() {
 #[tokio::test]
 async fn a_gateway_can_vouch_for_callers_with_headers() {
     let app = TestScheduler::start_with(|config| {
-        config.auth.mode = scheduler::auth::AuthMode::Headers;
+        config.auth.mode = scheduler::api::auth::AuthMode::Headers;
     })
     .await;
     let client = Client::new();
@@ -541,7 +541,7 @@ async fn refused_tokens_are_told_why_in_plain_words() {
 #[tokio::test]
 async fn none_mode_lets_every_caller_do_everything() {
     let app = TestScheduler::start_with(|config| {
-        config.auth.mode = scheduler::auth::AuthMode::None;
+        config.auth.mode = scheduler::api::auth::AuthMode::None;
     })
     .await;
     let (status, body) = call(

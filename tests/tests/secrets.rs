@@ -216,6 +216,6 @@ async fn a_scheduler_without_a_key_refuses_to_start_unless_auth_is_off() {
         .err()
         .expect("refused");
     assert!(error.to_string().contains("TASKS__SECRETS__KEY"), "{error}");
-    config.auth.mode = scheduler::auth::AuthMode::None;
+    config.auth.mode = scheduler::api::auth::AuthMode::None;
     assert!(scheduler::startup::Application::build(config).await.is_ok());
 }

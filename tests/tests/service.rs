@@ -12,7 +12,7 @@ async fn two_schedulers_starting_at_once_migrate_the_schema_once() {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         },
-        auth: scheduler::auth::AuthConfig {
+        auth: scheduler::api::auth::AuthConfig {
             jwt_secret: Some(harness::TEST_SECRET.to_owned()),
             ..Default::default()
         },
@@ -155,8 +155,9 @@ async fn an_idle_service_leaves_the_database_alone() {
 async fn nothing_to_wait_for_is_no_wake_up_time() {
     let app = TestScheduler::start().await;
     let config = app.database.config();
-    let dispatch = common::db::DispatchQueries::new(common::db::queue_pool(&config).unwrap());
-    let schedules = common::db::Schedules::new(common::db::pool(&config).unwrap());
+    let dispatch =
+        scheduler::dispatch::DispatchQueries::new(common::db::queue_pool(&config).unwrap());
+    let schedules = scheduler::db::Schedules::new(common::db::pool(&config).unwrap());
     assert_eq!(
         dispatch
             .next_start(std::time::Duration::ZERO)

@@ -1,11 +1,12 @@
-//! Status changes of running tasks, shared by workers (claim, complete, fail) and the
-//! scheduler's sweeper (zombies). Every write after the claim is fenced by the attempt number,
-//! so a slow worker can never overwrite a newer attempt.
+//! Status changes of tasks once created, shared by workers (claim, complete, fail) and the
+//! scheduler (zombies, tasks of deleted functions). Every write after the claim is fenced by
+//! the attempt number, so a slow worker can never overwrite a newer attempt. A task fails for
+//! good in one place, [`fail_for_good`], which also writes its `task_failed` event.
 //!
 //! The statements that change a task reach it by id and test its status as
 //! `(status = '…') IS TRUE`, which no partial index on status can use: the planner then has
-//! only the primary key to choose (the sweeper's search for expired leases is the one meant
-//! to go through a status index). Statistics of a queue table are always stale (analyzed
+//! only the primary key to choose (the searches for expired leases and for tasks of deleted
+//! functions are the ones meant to go through a status index). Statistics of a queue table are always stale (analyzed
 //! while nothing was `new`, a backlog of thousands minutes later), and a plain
 //! `status = 'new'` let a cached plan read the whole backlog through the due-tasks index to
 //! find the few rows it was given.
@@ -14,17 +15,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use serde_json::{Value, json};
 
 use super::StoreError;
 use super::log_lines::LogColumns;
-use super::outbox;
 use super::task_logs::{LogLine, TASK_LOGS};
 use super::tasks::{DirectTaskRow, task_from_row};
 use super::text::storable_text;
 use crate::amqp::DirectTask;
-use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
+use crate::domain::{RetryPolicy, Task, TaskError, TaskErrorType, TaskSource};
 use crate::id::ObjectId;
 
 /// Waits before retry 1, 2 and 3; after the third retry a task fails for good.
@@ -260,7 +260,6 @@ impl Lifecycle {
                 .try_get::<_, Option<Vec<String>>>("errors_to_retry")?
                 .unwrap_or_default(),
         };
-        let error_json = serde_json::to_value(error).unwrap_or(Value::Null);
         let now = crate::time::now();
         let retries_done = task.retry_for_task_ids.len();
         let outcome = match RETRY_DELAYS.get(retries_done) {
@@ -269,6 +268,7 @@ impl Lifecycle {
                 let mut chain = task.retry_for_task_ids.clone();
                 chain.push(task_id.to_owned());
                 let start = now + chrono::Duration::from_std(*delay).unwrap_or_default();
+                let error_json = serde_json::to_value(error).unwrap_or(Value::Null);
                 transaction
                     .execute(
                         "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, \
@@ -301,20 +301,8 @@ impl Lifecycle {
                 FailOutcome::Retried(retry_id)
             }
             _ => {
-                transaction
-                    .execute(
-                        "UPDATE tasks SET status = 'failed', error = $2, lease_expires_at = NULL, \
-                           status_changed_timestamp = $3, update_timestamp = $3 \
-                         WHERE id = $1",
-                        &[&task_id, &error_json, &now],
-                    )
-                    .await?;
-                outbox::insert(
-                    &transaction,
-                    "task_failed",
-                    &task_failed_event(&task, error),
-                )
-                .await?;
+                let failed = [(task_id.to_owned(), task.function_name)];
+                fail_for_good(&transaction, &failed, error, now).await?;
                 FailOutcome::Failed
             }
         };
@@ -342,6 +330,39 @@ impl Lifecycle {
             .await?
             .try_get::<_, i64>(0)?
             == 1)
+    }
+
+    /// `new → failed` for the due tasks whose function was deleted, which no worker could
+    /// run, each with a `task_failed` event. Returns how many. The search reads the due tasks
+    /// in the dispatcher's order: this `Lifecycle` should be on a [`super::queue_pool`].
+    pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let search = transaction
+            .prepare_cached(
+                "SELECT t.id, t.function_name FROM tasks t \
+                 WHERE t.status = 'new' AND t.start_timestamp <= now() \
+                   AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.name = t.function_name) \
+                 FOR UPDATE OF t",
+            )
+            .await?;
+        let orphans = transaction
+            .query(&search, &[])
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<(String, String)>, StoreError>>()?;
+        if !orphans.is_empty() {
+            let error = TaskError {
+                kind: TaskErrorType::Invocation,
+                name: "FunctionNotFound".to_owned(),
+                message: "The function of this task was deleted before the task could run"
+                    .to_owned(),
+            };
+            fail_for_good(&transaction, &orphans, &error, crate::time::now()).await?;
+        }
+        transaction.commit().await?;
+        Ok(orphans.len() as u64)
     }
 
     /// Running attempts whose lease has expired: (task id, attempt, function name). None
@@ -378,14 +399,46 @@ fn storable_error(error: &TaskError) -> TaskError {
     }
 }
 
+/// `→ failed` for `tasks` (id, function name) the caller holds locked, with `error`, and
+/// their `task_failed` events in the outbox, in the caller's transaction: the one way a task
+/// fails for good, whether its last attempt failed or it could not be run at all.
+async fn fail_for_good(
+    transaction: &Transaction<'_>,
+    tasks: &[(String, String)],
+    error: &TaskError,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = tasks.iter().map(|(id, _)| id.as_str()).collect();
+    let error_json = serde_json::to_value(error).unwrap_or(Value::Null);
+    transaction
+        .execute(
+            "UPDATE tasks SET status = 'failed', error = $2, lease_expires_at = NULL, \
+               dispatched_at = NULL, status_changed_timestamp = $3, update_timestamp = $3 \
+             WHERE id = ANY($1)",
+            &[&ids, &error_json, &now],
+        )
+        .await?;
+    let events: Vec<Value> = tasks
+        .iter()
+        .map(|(id, function_name)| task_failed_event(id, function_name, error))
+        .collect();
+    transaction
+        .execute(
+            "INSERT INTO outbox (routing_key, payload) SELECT 'task_failed', UNNEST($1::jsonb[])",
+            &[&events],
+        )
+        .await?;
+    Ok(())
+}
+
 /// The `task_failed` platform event, as in the reference.
-pub fn task_failed_event(task: &Task, error: &TaskError) -> Value {
+fn task_failed_event(task_id: &str, function_name: &str, error: &TaskError) -> Value {
     json!({
         "id": ObjectId::generate().to_string(),
         "type": "task_failed",
         "content": {
-            "id": task.id.to_string(),
-            "functionName": task.function_name,
+            "id": task_id,
+            "functionName": function_name,
             "error": error,
         },
         "creation_timestamp": chrono::Utc::now().timestamp_millis(),

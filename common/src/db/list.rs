@@ -26,7 +26,7 @@ pub struct Page<T> {
 
 /// A repository-owned condition: given the number of its first placeholder it writes its SQL,
 /// and these are its parameters.
-pub(crate) type Scope<'a> = (
+pub type Scope<'a> = (
     &'a (dyn Fn(usize) -> String + Sync),
     &'a [&'a (dyn ToSql + Sync)],
 );
@@ -36,7 +36,7 @@ pub(crate) type Scope<'a> = (
 /// `scope` is an extra condition owned by the repository (for example the task whose logs are
 /// listed): given the number of its first placeholder, it writes the SQL for its parameters. `default_order` also serves as
 /// the tie-breaker so pages are stable.
-pub(crate) async fn fetch_page<T>(
+pub async fn fetch_page<T>(
     client: &deadpool_postgres::Client,
     table: &str,
     columns: &str,

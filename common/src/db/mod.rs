@@ -1,17 +1,16 @@
-//! PostgreSQL: the connection pool, the migrations and one repository per table.
+//! PostgreSQL: the connection pool, the migrations (of every table), and the repositories
+//! of the tables both binaries use, with what their queries share. The scheduler keeps the
+//! repositories of the tables only it uses (schedules, triggers, the outbox it relays) and
+//! its dispatcher's queries.
 
 pub mod api_requests;
-pub mod dispatch;
 pub mod functions;
 pub mod lifecycle;
 pub mod list;
 mod log_lines;
-pub mod outbox;
-pub mod schedules;
 pub mod task_logs;
 pub mod tasks;
 pub mod text;
-pub mod triggers;
 
 use std::str::FromStr;
 
@@ -22,15 +21,11 @@ use tokio_postgres::error::SqlState;
 use crate::config::DatabaseConfig;
 
 pub use api_requests::ApiRequests;
-pub use dispatch::DispatchQueries;
 pub use functions::Functions;
 pub use lifecycle::Lifecycle;
 pub use list::{ListRequest, Page};
-pub use outbox::Outbox;
-pub use schedules::Schedules;
 pub use task_logs::TaskLogs;
 pub use tasks::Tasks;
-pub use triggers::Triggers;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -41,7 +36,7 @@ mod embedded {
 /// `is_local` lasts until the end of that transaction, and the setting is read at commit.
 /// For writes whose loss in a crash is harmless, or that a later durable commit flushes
 /// before anything depends on them; one round trip instead of `BEGIN; SET LOCAL …; COMMIT`.
-pub(crate) const SKIP_FLUSH: &str = "set_config('synchronous_commit', 'off', true)";
+pub const SKIP_FLUSH: &str = "set_config('synchronous_commit', 'off', true)";
 
 /// Any advisory lock key works as long as every scheduler uses the same one.
 const MIGRATION_LOCK_KEY: i64 = 0x7461_736b_735f_6462; // "tasks_db"
@@ -120,7 +115,7 @@ pub async fn is_reachable(pool: &Pool) -> bool {
 
 /// The first column of `row`, seconds from now to a time (`min(…) - now()`), as a wait:
 /// `None` when there is no such time (the minimum of no rows), zero when it has passed.
-fn time_until(row: &tokio_postgres::Row) -> Result<Option<std::time::Duration>, StoreError> {
+pub fn time_until(row: &tokio_postgres::Row) -> Result<Option<std::time::Duration>, StoreError> {
     let seconds: Option<f64> = row.try_get(0)?;
     Ok(seconds.map(|s| {
         std::time::Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(std::time::Duration::MAX)

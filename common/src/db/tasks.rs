@@ -72,10 +72,6 @@ pub struct NewTask {
     pub created_by_user_id: Option<String>,
     pub retry_for_task_ids: Vec<String>,
     pub source: TaskSource,
-    /// Published by its creator right after it is stored, not by the dispatcher: it is
-    /// stored as dispatched (if its function is enabled), so the dispatcher only publishes it
-    /// again if that message is lost.
-    pub published_by_creator: bool,
 }
 
 /// A task just stored.
@@ -93,9 +89,10 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// A create waiting to be stored, and where its answer goes.
+/// A create waiting to be stored (with whether its creator publishes it), and where its
+/// answer goes.
 type PendingInsert = (
-    NewTask,
+    (NewTask, bool),
     oneshot::Sender<Result<Option<Created>, StoreError>>,
 );
 
@@ -127,10 +124,18 @@ impl Tasks {
     /// deleted meanwhile is never stored. Creates that arrive while others are being written
     /// are stored together, in one statement and one commit: a commit waits for its flush to
     /// disk, and one per task was most of the cost of creating tasks under load.
-    pub async fn insert(&self, task: NewTask) -> Result<Option<Created>, StoreError> {
+    ///
+    /// With `published_by_creator`, the caller publishes the task right after it is stored,
+    /// not the dispatcher: it is stored as dispatched (if its function is enabled), so the
+    /// dispatcher only publishes it again if that message is lost.
+    pub async fn insert(
+        &self,
+        task: NewTask,
+        published_by_creator: bool,
+    ) -> Result<Option<Created>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.inserts
-            .send((task, reply))
+            .send(((task, published_by_creator), reply))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
@@ -257,7 +262,7 @@ async fn write_inserts(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<PendingInse
                 }
             }
         }
-        let (tasks, replies): (Vec<NewTask>, Vec<_>) = batch.into_iter().unzip();
+        let (tasks, replies): (Vec<(NewTask, bool)>, Vec<_>) = batch.into_iter().unzip();
         match insert_all(&pool, &tasks).await {
             Ok(stored) => {
                 for (reply, task) in replies.into_iter().zip(stored) {
@@ -282,9 +287,12 @@ async fn write_inserts(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<PendingInse
     }
 }
 
-/// Stores `tasks` in one statement; for each, the stored task or `None` when its function
-/// does not exist.
-async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created>>, StoreError> {
+/// Stores `tasks` (each with whether its creator publishes it) in one statement; for each,
+/// the stored task or `None` when its function does not exist.
+async fn insert_all(
+    pool: &Pool,
+    tasks: &[(NewTask, bool)],
+) -> Result<Vec<Option<Created>>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
@@ -309,6 +317,8 @@ async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created
         .iter()
         .map(|_| ObjectId::generate().to_string())
         .collect();
+    let published_by_creator: Vec<bool> = tasks.iter().map(|(_, by_creator)| *by_creator).collect();
+    let tasks: Vec<&NewTask> = tasks.iter().map(|(task, _)| task).collect();
     // Arrays of arrays must be rectangular in Postgres: each task's lists travel as JSON.
     let tags: Vec<Value> = tasks
         .iter()
@@ -342,10 +352,7 @@ async fn insert_all(pool: &Pool, tasks: &[NewTask]) -> Result<Vec<Option<Created
                     .collect::<Vec<_>>(),
                 &retry_for,
                 &tasks.iter().map(|t| t.source.as_str()).collect::<Vec<_>>(),
-                &tasks
-                    .iter()
-                    .map(|t| t.published_by_creator)
-                    .collect::<Vec<_>>(),
+                &published_by_creator,
             ],
         )
         .await?;

@@ -5,7 +5,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::{Identity, Requirement, permission::requirement};
+use crate::api::auth::{Identity, Requirement, permission::requirement};
 
 use super::AppState;
 use super::error::ApiError;

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use common::db::StoreError;
 
-use crate::auth::Denied;
+use crate::api::auth::Denied;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

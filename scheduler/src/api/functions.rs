@@ -191,7 +191,7 @@ pub async fn update(
     }
     let (function, code) = apply(existing, input).await?;
     let affected = state.functions.update(&function, code.as_ref()).await?;
-    state.function_cache.forget_all();
+    state.definitions.forget_all();
     if affected == 0 {
         return Err(unknown_function(&name));
     }
@@ -208,7 +208,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<Json<AffectedRecords>, ApiError> {
     let deleted = state.functions.delete(&name).await?;
-    state.function_cache.forget_all();
+    state.definitions.forget_all();
     match deleted {
         0 => Err(unknown_function(&name)),
         n => Ok(Json(AffectedRecords::new(n))),
@@ -247,7 +247,7 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<Json<AffectedRecords>, ApiError> {
     let matched = state.functions.set_enabled(name, enabled).await?;
-    state.function_cache.forget_all();
+    state.definitions.forget_all();
     match matched {
         0 => Err(unknown_function(name)),
         n => Ok(Json(AffectedRecords::new(n))),

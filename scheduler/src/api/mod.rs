@@ -1,39 +1,51 @@
 //! The REST API under `/tasks/v1`, wire-compatible with the Extra Horizon Tasks Service.
-//! One file per resource; errors are mapped in [`error`].
+//!
+//! A request goes from the HTTP [`server`] through [`authorize`] (who is calling, from
+//! [`auth`], and whether they may) to the route of its resource, one file each; errors
+//! become responses in [`error`] only. Tasks created here are submitted to the dispatcher;
+//! direct executions and API calls instead wait for a worker's answer ([`requester`]),
+//! reading function definitions from the [`definition_cache`].
 
-pub mod api_functions;
+pub mod api_calls;
 pub mod api_requests;
+pub mod auth;
 pub mod authorize;
 pub mod body;
+pub mod definition_cache;
+pub mod direct_executions;
 pub mod error;
-pub mod execute;
 pub mod functions;
 pub mod health;
 pub mod openapi;
 pub mod paging;
+mod parser_errors;
+pub mod requester;
 pub mod schedules;
+pub mod server;
 pub mod tasks;
 pub mod triggers;
 
-use crate::dispatch::FastLane;
-use crate::function_cache::FunctionCache;
+use crate::dispatch::DispatchHandle;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use deadpool_postgres::Pool;
+use definition_cache::DefinitionCache;
 use std::sync::Arc;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use common::db::{ApiRequests, Functions, Schedules, TaskLogs, Tasks, Triggers};
+use common::db::{ApiRequests, Functions, TaskLogs, Tasks};
 
-use crate::auth::Authenticator;
-use crate::requester::Requester;
+use crate::db::{Schedules, Triggers};
+
+use auth::Authenticator;
 use common::metrics::Metrics;
 use error::ApiError;
+use requester::Requester;
 
 /// Largest request body in general.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -45,8 +57,9 @@ pub const FUNCTION_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub struct AppState {
     pub pool: Pool,
     pub functions: Functions,
-    /// Definitions read by direct executions and API calls; forget it after a function write.
-    pub function_cache: FunctionCache,
+    /// Function definitions read by direct executions and API calls; forget them after a
+    /// function write.
+    pub definitions: DefinitionCache,
     pub tasks: Tasks,
     pub logs: TaskLogs,
     pub schedules: Schedules,
@@ -55,31 +68,28 @@ pub struct AppState {
     pub api_requests: ApiRequests,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authenticator>,
-    /// Wakes this scheduler's dispatcher when a request created a task due now.
-    pub dispatch: Arc<tokio::sync::Notify>,
-    /// Publishes a task due now from its request while the dispatcher has nothing waiting.
-    pub fast_lane: Arc<FastLane>,
+    /// Where created tasks are submitted, to be stored and published.
+    pub dispatch: DispatchHandle,
 }
 
 impl AppState {
     pub fn new(
         pool: Pool,
+        tasks: Tasks,
+        dispatch: DispatchHandle,
         requester: Arc<Requester>,
         metrics: Arc<Metrics>,
         auth: Authenticator,
-        function_cache: FunctionCache,
-        dispatch: Arc<tokio::sync::Notify>,
-        fast_lane: Arc<FastLane>,
+        definitions: DefinitionCache,
     ) -> Self {
         AppState {
             dispatch,
-            fast_lane,
             metrics,
             auth: Arc::new(auth),
             requester,
-            functions: function_cache.store().clone(),
-            function_cache,
-            tasks: Tasks::new(pool.clone()),
+            functions: definitions.store().clone(),
+            definitions,
+            tasks,
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),
             triggers: Triggers::new(pool.clone()),
@@ -132,7 +142,10 @@ pub fn router(state: AppState) -> Router {
             "/tasks/v1/functions/{name}/disable",
             post(functions::disable).get(functions::disable),
         )
-        .route("/tasks/v1/functions/{name}/execute", post(execute::execute))
+        .route(
+            "/tasks/v1/functions/{name}/execute",
+            post(direct_executions::execute),
+        )
         .layer(DefaultBodyLimit::max(FUNCTION_BODY_LIMIT));
 
     let rest = Router::new()
@@ -170,13 +183,13 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
 
     let api = Router::new()
-        .route("/tasks/v1/api/{function_name}", any(api_functions::invoke))
-        .route("/tasks/v1/api/{function_name}/", any(api_functions::invoke))
+        .route("/tasks/v1/api/{function_name}", any(api_calls::invoke))
+        .route("/tasks/v1/api/{function_name}/", any(api_calls::invoke))
         .route(
             "/tasks/v1/api/{function_name}/{*path}",
-            any(api_functions::invoke),
+            any(api_calls::invoke),
         )
-        .layer(DefaultBodyLimit::max(api_functions::MAX_PAYLOAD_BYTES));
+        .layer(DefaultBodyLimit::max(api_calls::MAX_PAYLOAD_BYTES));
 
     functions
         .merge(rest)
@@ -221,7 +234,7 @@ pub const MAX_URI_BYTES: usize = 16 * 1024;
 /// Most bytes of request headers accepted, names and values together.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most header fields accepted (hyper's own bound, which it enforces with a bare 431; it is
-/// given more room, see [`crate::server::PARSED_HEADERS`], so that this check answers).
+/// given more room, see [`server::PARSED_HEADERS`], so that this check answers).
 pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// Bounds the request line and headers before routing (the HTTP server's own limits are far
@@ -253,7 +266,7 @@ pub async fn check_request_size(request: Request) -> Result<Request, ApiError> {
 pub async fn trim_trailing_slash(mut request: Request) -> Request {
     let path = request.uri().path();
     // The path of an API function is the function's business, trailing slash included.
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with(api_functions::PREFIX) {
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with(api_calls::PREFIX) {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let rebuilt = match request.uri().query() {

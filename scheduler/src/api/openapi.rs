@@ -5,7 +5,8 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::{
-    AffectedRecords, api_requests, error, execute, functions, paging, schedules, tasks, triggers,
+    AffectedRecords, api_requests, direct_executions, error, functions, paging, schedules, tasks,
+    triggers,
 };
 
 #[derive(OpenApi)]
@@ -14,7 +15,7 @@ use super::{
     paths(
         tasks::list, tasks::create, tasks::cancel, tasks::logs,
         functions::list, functions::create, functions::get, functions::update, functions::delete,
-        functions::enable, functions::disable, execute::execute,
+        functions::enable, functions::disable, direct_executions::execute,
         api_requests::list, api_requests::logs,
         schedules::list, schedules::create, schedules::delete,
         triggers::list, triggers::create, triggers::get, triggers::update, triggers::delete,
@@ -148,7 +149,7 @@ pub async fn document() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Requirement, permission::requirement};
+    use crate::api::auth::{Requirement, permission::requirement};
 
     /// Every `priority` the document describes, in bodies and answers, states the bounds the
     /// service enforces.

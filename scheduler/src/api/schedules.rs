@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use common::db::schedules::{NewSchedule, SCHEDULE_SCHEMA};
+use crate::db::schedules::{NewSchedule, SCHEDULE_SCHEMA};
 use common::domain::{Priority, Recurrence, Schedule};
 
 use super::body::{self, JsonObject, Required};

@@ -11,7 +11,7 @@ use common::db::tasks::{CancelOutcome, NewTask, TASK_SCHEMA};
 use common::domain::{Priority, Task, TaskSource, TaskStatus, task};
 use common::id::ObjectId;
 
-use crate::auth::Identity;
+use crate::api::auth::Identity;
 
 use super::body::{self, JsonObject, OptionalJsonObject, Required};
 use super::error::{ApiError, ErrorBody};
@@ -58,45 +58,27 @@ pub async fn create(
     check_data_size(&data)?;
     let tags = input.tags.unwrap_or_default();
     check_tags(&tags)?;
-    let now = common::time::now();
-    let start_timestamp = input.start_timestamp.unwrap_or(now);
-    let lane_place = if start_timestamp <= now {
-        state.fast_lane.take()
-    } else {
-        None
-    };
     let created = state
-        .tasks
-        .insert(NewTask {
+        .dispatch
+        .submit(NewTask {
             function_name: function_name.clone(),
             data,
             tags,
             priority: input.priority.map(Priority::get),
-            start_timestamp,
+            start_timestamp: input.start_timestamp.unwrap_or_else(common::time::now),
             created_by_application_id: identity.application_id(),
             created_by_user_id: identity.user_id(),
             retry_for_task_ids: Vec::new(),
             source: TaskSource::Api,
-            published_by_creator: lane_place.is_some(),
         })
-        .await;
-    if let Some(place) = lane_place
-        && !matches!(&created, Ok(Some(created)) if created.dispatched)
-    {
-        state.fast_lane.give_back(place);
-    }
-    let created = created?.ok_or_else(|| unknown_function(&function_name))?;
+        .await?
+        .ok_or_else(|| unknown_function(&function_name))?;
     state
         .metrics
         .tasks_created
         .with_label_values(&["api"])
         .inc();
-    if created.dispatched {
-        state.fast_lane.publish(created.task.id.to_string());
-    } else {
-        state.dispatch.notify_one();
-    }
-    Ok(Json(created.task))
+    Ok(Json(created))
 }
 
 pub fn check_data_size(data: &Value) -> Result<(), ApiError> {

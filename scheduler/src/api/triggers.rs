@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use common::db::triggers::{TRIGGER_SCHEMA, TriggerFields};
+use crate::db::triggers::{TRIGGER_SCHEMA, TriggerFields};
 use common::domain::{Priority, Trigger};
 
 use super::body::{self, JsonObject, Required};

@@ -177,11 +177,11 @@ fn bearer_token() -> anyhow::Result<String> {
     if let Ok(token) = std::env::var("TASKS_TOKEN") {
         return Ok(token);
     }
-    let auth = scheduler::auth::AuthConfig {
+    let auth = scheduler::api::auth::AuthConfig {
         jwt_secret: std::env::var("TASKS__AUTH__JWT_SECRET").ok(),
         ..Default::default()
     };
-    scheduler::auth::token::command(&auth, &[])
+    scheduler::api::auth::token::command(&auth, &[])
         .map_err(|e| anyhow::anyhow!("{e} (or set TASKS_TOKEN)"))
 }
 

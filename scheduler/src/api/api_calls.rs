@@ -21,7 +21,7 @@ use common::domain::{FunctionDefinition, TaskErrorType};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{FunctionCall, Identity};
+use crate::api::auth::{FunctionCall, Identity};
 use common::domain::PermissionMode;
 
 pub const PREFIX: &str = "/tasks/v1/api/";
@@ -52,7 +52,7 @@ pub async fn invoke(
     let id = common::id::ObjectId::generate().to_string();
     let (function_name, raw_path) = split_path(uri.path());
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let function = state.function_cache.get(&function_name).await;
+    let function = state.definitions.get(&function_name).await;
     let label = match &function {
         Ok(Some(_)) => function_name.as_str(),
         _ => UNKNOWN_FUNCTION_LABEL,

@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use serde_json::json;
 
-use super::{SKIP_FLUSH, StoreError};
+use common::db::{SKIP_FLUSH, StoreError};
 
 /// A due task selected for publishing.
 #[derive(Debug, Clone)]
@@ -19,7 +18,7 @@ pub struct DueTask {
 
 #[derive(Clone)]
 pub struct DispatchQueries {
-    /// A [`super::queue_pool`].
+    /// A [`common::db::queue_pool`].
     pool: Pool,
 }
 
@@ -81,35 +80,6 @@ impl DispatchQueries {
         Ok(tasks)
     }
 
-    /// Fails due tasks whose function was deleted, with an `invocation` error and a
-    /// `task_failed` event each. Returns how many.
-    pub async fn fail_orphans(&self) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let error = json!({
-            "type": "invocation",
-            "name": "FunctionNotFound",
-            "message": "The function of this task was deleted before the task could run",
-        });
-        let statement = client
-            .prepare_cached(
-                "WITH failed AS ( \
-                   UPDATE tasks t SET status = 'failed', error = $1, dispatched_at = NULL, \
-                     status_changed_timestamp = now(), update_timestamp = now() \
-                   WHERE t.status = 'new' AND t.start_timestamp <= now() \
-                     AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.name = t.function_name) \
-                   RETURNING t.id, t.function_name) \
-                 INSERT INTO outbox (routing_key, payload) \
-                 SELECT 'task_failed', jsonb_build_object( \
-                   'id', substr(md5(random()::text || failed.id), 1, 24), \
-                   'type', 'task_failed', \
-                   'content', jsonb_build_object('id', failed.id, 'functionName', failed.function_name, 'error', $1::jsonb), \
-                   'creation_timestamp', (extract(epoch from now()) * 1000)::bigint) \
-                 FROM failed",
-            )
-            .await?;
-        Ok(client.execute(&statement, &[&error]).await?)
-    }
-
     /// How long until the earliest start of an undispatched task that was not due yet
     /// `lookback` ago; `None` when no task waits for one. Zero for a task that fell due
     /// within the lookback (while the last pass ran, after it looked for due tasks), so that
@@ -129,7 +99,7 @@ impl DispatchQueries {
         client
             .query_opt(&statement, &[&lookback.as_secs_f64()])
             .await?
-            .map_or(Ok(None), |row| super::time_until(&row))
+            .map_or(Ok(None), |row| common::db::time_until(&row))
     }
 
     /// Marks tasks stored as dispatched as not dispatched after all (their messages could

@@ -2,10 +2,10 @@
 //! request, kept in memory until the database announces that a function changed.
 //!
 //! Every write to `functions` notifies `functions_changed` (see the migrations), which the
-//! notification listener turns into [`FunctionCache::forget_all`]; this scheduler's own API
+//! notification listener turns into [`DefinitionCache::forget_all`]; this scheduler's own API
 //! writes forget at once, so a caller always reads its own change. Entries are only kept while
 //! the listener is connected, since a change made while it is not would never be heard of,
-//! and never for longer than [`MAX_AGE`], in case the connection dies without a word.
+//! and never for longer than `MAX_AGE`, in case the connection dies without a word.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ const MAX_AGE: Duration = Duration::from_secs(10);
 const MAX_ENTRIES: usize = 10_000;
 
 #[derive(Clone)]
-pub struct FunctionCache {
+pub struct DefinitionCache {
     functions: Functions,
     state: Arc<Mutex<CacheState>>,
 }
@@ -36,9 +36,9 @@ struct CacheState {
     entries: HashMap<String, (Instant, FunctionDefinition)>,
 }
 
-impl FunctionCache {
+impl DefinitionCache {
     pub fn new(functions: Functions) -> Self {
-        FunctionCache {
+        DefinitionCache {
             functions,
             state: Arc::default(),
         }

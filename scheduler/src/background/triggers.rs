@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
-use common::db::triggers::{Event, EventOutcome};
-use common::db::{StoreError, Triggers};
+use common::db::StoreError;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -19,6 +18,10 @@ use common::metrics::Metrics;
 use common::reconnect::Reconnect;
 use tokio::sync::watch;
 
+use crate::db::Triggers;
+use crate::db::triggers::{Event, EventOutcome};
+use crate::dispatch::DispatchHandle;
+
 /// Most events stored in one transaction (the consumer's prefetch).
 const BATCH: usize = 64;
 
@@ -26,8 +29,8 @@ pub struct EventConsumer {
     pub amqp_url: String,
     pub triggers: Triggers,
     pub metrics: Arc<Metrics>,
-    /// Wakes the dispatcher for the tasks an event created.
-    pub dispatch: Arc<tokio::sync::Notify>,
+    /// Woken for the tasks an event created.
+    pub dispatch: DispatchHandle,
 }
 
 impl EventConsumer {
@@ -167,7 +170,7 @@ impl EventConsumer {
             .tasks_created
             .with_label_values(&["event"])
             .inc_by(created);
-        self.dispatch.notify_one();
+        self.dispatch.wake();
     }
 
     /// Moves an event that can never become tasks to the dead-letter queue with `reason`,

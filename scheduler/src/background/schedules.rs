@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use common::db::Schedules;
 use std::sync::Arc;
 
 use common::metrics::Metrics;
 use tokio::sync::watch;
+
+use crate::db::Schedules;
+use crate::dispatch::DispatchHandle;
 
 /// Longest sleep between two looks at the schedules; new schedules are picked up within it.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
@@ -17,7 +19,7 @@ const BATCH: usize = 100;
 pub async fn run(
     schedules: Schedules,
     metrics: Arc<Metrics>,
-    dispatch: Arc<tokio::sync::Notify>,
+    dispatch: DispatchHandle,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -29,7 +31,7 @@ pub async fn run(
                     .inc_by(fired.tasks);
                 if fired.tasks > 0 {
                     tracing::debug!(tasks = fired.tasks, "fired schedules");
-                    dispatch.notify_one();
+                    dispatch.wake();
                 }
                 if fired.schedules == BATCH {
                     // A full batch: more schedules may be due right now.

@@ -1,5 +1,5 @@
-//! Postgres LISTEN: wakes the dispatcher and the event relay as soon as there is work,
-//! instead of making them poll, and tells the function cache when a function changed.
+//! Postgres LISTEN: wakes the dispatcher and the outbox relay as soon as there is work,
+//! instead of making them poll, and tells the definition cache when a function changed.
 //! Reconnects by itself; while it is down the loops fall back on their timers and the cache
 //! keeps nothing.
 
@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::function_cache::{FUNCTIONS_CHANNEL, FunctionCache};
+use crate::api::definition_cache::{DefinitionCache, FUNCTIONS_CHANNEL};
+use crate::dispatch::DispatchHandle;
 
 /// Notified when a task due later is inserted (a retry, say), a task is handed back by a
 /// draining worker, or a function is enabled. Tasks this scheduler creates wake its
@@ -22,9 +23,9 @@ pub const OUTBOX_CHANNEL: &str = "outbox";
 /// What the notifications reach: the loops they wake, and the cache they keep fresh.
 #[derive(Clone)]
 pub struct Wakeups {
-    pub tasks: Arc<Notify>,
+    pub dispatch: DispatchHandle,
     pub outbox: Arc<Notify>,
-    pub function_cache: FunctionCache,
+    pub definitions: DefinitionCache,
 }
 
 /// Listens until the process ends.
@@ -35,9 +36,9 @@ pub async fn run(database_url: String, wakeups: Wakeups) {
             Ok(()) => reconnect.failed(&"the connection closed"),
             Err(error) => reconnect.failed(&error),
         };
-        wakeups.function_cache.set_listening(false);
+        wakeups.definitions.set_listening(false);
         // Whatever was missed while disconnected is picked up by one pass of each loop.
-        wakeups.tasks.notify_one();
+        wakeups.dispatch.wake();
         wakeups.outbox.notify_one();
         tokio::time::sleep(wait).await;
     }
@@ -56,9 +57,9 @@ async fn listen(
         while let Some(message) = messages.next().await {
             if let AsyncMessage::Notification(notification) = message? {
                 match notification.channel() {
-                    TASKS_CHANNEL => targets.tasks.notify_one(),
+                    TASKS_CHANNEL => targets.dispatch.wake(),
                     OUTBOX_CHANNEL => targets.outbox.notify_one(),
-                    FUNCTIONS_CHANNEL => targets.function_cache.forget_all(),
+                    FUNCTIONS_CHANNEL => targets.definitions.forget_all(),
                     _ => {}
                 }
             }
@@ -70,7 +71,7 @@ async fn listen(
             "LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL}; LISTEN {FUNCTIONS_CHANNEL};"
         ))
         .await?;
-    wakeups.function_cache.set_listening(true);
+    wakeups.definitions.set_listening(true);
     reconnect.connected();
     let outcome = pump.await.unwrap_or(Ok(()));
     drop(client);

@@ -26,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use super::parser_errors::WithErrorBodies;
 use crate::config::HttpConfig;
-use crate::parser_errors::WithErrorBodies;
 
 /// Header fields hyper's parser makes room for. At its default (100) it answers more with a
 /// bare 431 before any handler runs; with this room, requests up to it reach

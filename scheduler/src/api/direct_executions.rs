@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::auth::{FunctionCall, Identity};
+use crate::api::auth::{FunctionCall, Identity};
 use common::amqp::{DirectExecution, DirectTask};
 use common::domain::{PermissionMode, Task, TaskErrorType, TaskStatus};
 use common::id::ObjectId;
@@ -45,7 +45,7 @@ pub async fn execute(
         .remove("data")
         .unwrap_or(Value::Object(Default::default()));
     check_data_size(&data)?;
-    let function = state.function_cache.get(&name).await?;
+    let function = state.definitions.get(&name).await?;
     // An unknown function is refused like a known one, so names are not revealed to callers
     // who could not execute them anyway.
     let mode = function

@@ -3,9 +3,9 @@
 //! A request whose head is not HTTP (a raw `"` or `<` in the query, a header name with a
 //! space), whose target is too long or whose head has too many fields never reaches a
 //! handler: hyper writes a bare `400`, `414` or `431` (`content-length: 0`, `date` and
-//! `connection: close`, nothing else) and closes the connection. Every answer of the API carries the Extra Horizon error
-//! body, so the connection's writer recognises exactly that bare head and writes the same
-//! status with the body in its place. No response of the service's own has that shape: its
+//! `connection: close`, nothing else) and closes the connection. Every answer of the API
+//! carries the Extra Horizon error body, so the connection's writer recognises exactly that
+//! bare head and writes the same status with the body in its place. No response of the service's own has that shape: its
 //! errors carry a body and a content type.
 
 use std::io;

@@ -22,7 +22,7 @@ pub async fn run(pool: Pool, metrics: Arc<Metrics>, mut stop: watch::Receiver<bo
             }
             Err(error) => tracing::debug!(%error, "could not count tasks for the gauges"),
         }
-        let wait = crate::paced(INTERVAL, started.elapsed());
+        let wait = super::paced(INTERVAL, started.elapsed());
         metrics.observe_pool(&pool);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

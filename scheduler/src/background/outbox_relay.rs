@@ -1,12 +1,13 @@
-//! The event relay: publishes the outbox (`task_failed` events) to the `platform.events`
+//! The outbox relay: publishes the outbox (`task_failed` events) to the `platform.events`
 //! exchange, routing key = event type, and deletes what the broker confirmed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::amqp::{EVENTS_EXCHANGE, Publisher};
-use common::db::Outbox;
 use tokio::sync::{Notify, watch};
+
+use crate::db::Outbox;
 
 pub async fn run(
     outbox: Outbox,

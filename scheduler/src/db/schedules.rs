@@ -5,11 +5,11 @@ use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio_postgres::Row;
 
-use super::StoreError;
-use super::list::{ListRequest, Page, fetch_page};
-use crate::domain::{Recurrence, Schedule};
-use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
+use common::db::StoreError;
+use common::db::list::{ListRequest, Page, fetch_page};
+use common::domain::{Recurrence, Schedule};
+use common::id::ObjectId;
+use common::rql::{Field, FieldKind, Schema};
 
 pub static SCHEDULE_SCHEMA: Schema = Schema {
     fields: &[
@@ -80,9 +80,9 @@ impl Schedules {
                     &schedule.timezone,
                     &schedule.data,
                     &schedule.priority,
-                    &crate::time::truncate_to_millis(schedule.start_timestamp),
-                    &crate::time::truncate_to_millis(schedule.next_timestamp),
-                    &crate::time::now(),
+                    &common::time::truncate_to_millis(schedule.start_timestamp),
+                    &common::time::truncate_to_millis(schedule.next_timestamp),
+                    &common::time::now(),
                 ],
             )
             .await?;
@@ -119,7 +119,7 @@ impl Schedules {
                 &[&limit],
             )
             .await?;
-        let now = crate::time::now();
+        let now = common::time::now();
         let mut created = 0;
         for row in &rows {
             let schedule = schedule_from_row(row)?;
@@ -185,7 +185,7 @@ impl Schedules {
                 &[],
             )
             .await?;
-        super::time_until(&row)
+        common::db::time_until(&row)
     }
 
     /// Returns the number of schedules deleted.
@@ -197,12 +197,12 @@ impl Schedules {
     }
 }
 
-pub(crate) fn schedule_from_row(row: &Row) -> Result<Schedule, StoreError> {
+fn schedule_from_row(row: &Row) -> Result<Schedule, StoreError> {
     let id: String = row.try_get("id")?;
     Ok(Schedule {
         id: id
             .parse()
-            .map_err(|e: crate::id::InvalidObjectId| StoreError::Corrupt(e.to_string()))?,
+            .map_err(|e: common::id::InvalidObjectId| StoreError::Corrupt(e.to_string()))?,
         function_name: row.try_get("function_name")?,
         interval: row.try_get("interval_seconds")?,
         cron: row.try_get("cron")?,

@@ -7,12 +7,12 @@ use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
 
-use super::list::{ListRequest, Page, fetch_page};
-use super::{StoreError, text};
-use crate::domain::trigger::{EVENT_KEY, event_type_matches};
-use crate::domain::{Trigger, task};
-use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
+use common::db::list::{ListRequest, Page, fetch_page};
+use common::db::{StoreError, text};
+use common::domain::trigger::{EVENT_KEY, event_type_matches};
+use common::domain::{Trigger, task};
+use common::id::ObjectId;
+use common::rql::{Field, FieldKind, Schema};
 
 pub static TRIGGER_SCHEMA: Schema = Schema {
     fields: &[
@@ -98,7 +98,7 @@ impl Triggers {
                     &fields.delay_seconds,
                     &fields.tags,
                     &fields.enabled,
-                    &crate::time::now(),
+                    &common::time::now(),
                 ],
             )
             .await?;
@@ -146,7 +146,7 @@ impl Triggers {
                     &fields.delay_seconds,
                     &fields.tags,
                     &fields.enabled,
-                    &crate::time::now(),
+                    &common::time::now(),
                 ],
             )
             .await?)
@@ -179,7 +179,7 @@ impl Triggers {
             .iter()
             .map(trigger_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let now = crate::time::now();
+        let now = common::time::now();
         let mut outcomes = Vec::with_capacity(events.len());
         let mut inserts = Vec::new();
         for (index, event) in events.iter().enumerate() {
@@ -325,7 +325,7 @@ fn trigger_from_row(row: &Row) -> Result<Trigger, StoreError> {
     Ok(Trigger {
         id: id
             .parse()
-            .map_err(|e: crate::id::InvalidObjectId| StoreError::Corrupt(e.to_string()))?,
+            .map_err(|e: common::id::InvalidObjectId| StoreError::Corrupt(e.to_string()))?,
         event_type: row.try_get("event_type")?,
         function_name: row.try_get("function_name")?,
         data: row.try_get("data")?,

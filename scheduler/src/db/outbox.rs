@@ -1,25 +1,11 @@
-//! The transactional outbox of platform events (see the `outbox` table).
+//! The transactional outbox of platform events (see the `outbox` table): the lifecycle
+//! writes a task's `task_failed` event in the transaction that fails it, and the relay reads
+//! it from here.
 
-use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use serde_json::Value;
 
-use super::StoreError;
-
-/// Adds an event to the outbox inside the caller's transaction.
-pub async fn insert(
-    client: &impl GenericClient,
-    routing_key: &str,
-    payload: &Value,
-) -> Result<(), StoreError> {
-    client
-        .execute(
-            "INSERT INTO outbox (routing_key, payload) VALUES ($1, $2)",
-            &[&routing_key, payload],
-        )
-        .await?;
-    Ok(())
-}
+use common::db::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {

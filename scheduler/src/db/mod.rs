@@ -1,0 +1,12 @@
+//! The tables only the scheduler uses: schedules and triggers, which the API keeps and the
+//! background loops fire, and the outbox of platform events, which the background relay
+//! publishes (tasks' `task_failed` events are written to it by `common::db::lifecycle`, in
+//! the transaction that fails the task). The pool and the migrations are `common::db`'s.
+
+pub mod outbox;
+pub mod schedules;
+pub mod triggers;
+
+pub use outbox::Outbox;
+pub use schedules::Schedules;
+pub use triggers::Triggers;
