@@ -9,7 +9,6 @@ pub mod domain;
 pub mod id;
 pub mod metrics;
 pub mod reconnect;
-pub mod rql;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;

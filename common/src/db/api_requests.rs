@@ -12,7 +12,7 @@ use super::list::{ListRequest, Page, fetch_page};
 use super::log_lines::LogTable;
 use super::task_logs::LogLine;
 use super::text::storable_json;
-use crate::rql::{Field, FieldKind, Schema};
+use rql::{Field, FieldKind, Schema};
 
 pub static API_REQUEST_SCHEMA: Schema = Schema {
     fields: &[

@@ -4,7 +4,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::StoreError;
-use crate::rql::SqlFilter;
+use rql::SqlFilter;
 
 /// What a list endpoint asks of a repository. `filter` placeholders start at `$1`.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@ use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
 use crate::domain::{Recurrence, Schedule};
 use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
+use rql::{Field, FieldKind, Schema};
 
 pub static SCHEDULE_SCHEMA: Schema = Schema {
     fields: &[

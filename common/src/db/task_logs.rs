@@ -9,7 +9,7 @@ use super::StoreError;
 use super::list::{ListRequest, Page};
 use super::log_lines::LogTable;
 use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
+use rql::{Field, FieldKind, Schema};
 
 /// Log lines can only be filtered by time, as in the reference.
 pub static LOG_SCHEMA: Schema = Schema {

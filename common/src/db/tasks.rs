@@ -15,7 +15,7 @@ use super::list::{ListRequest, Page, fetch_page};
 use crate::amqp::DirectTask;
 use crate::domain::{Task, TaskError, TaskSource, TaskStatus};
 use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
+use rql::{Field, FieldKind, Schema};
 
 /// The fields of a task that RQL may filter, sort and select on.
 pub static TASK_SCHEMA: Schema = Schema {

@@ -12,7 +12,7 @@ use super::{StoreError, text};
 use crate::domain::trigger::{EVENT_KEY, event_type_matches};
 use crate::domain::{Trigger, task};
 use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
+use rql::{Field, FieldKind, Schema};
 
 pub static TRIGGER_SCHEMA: Schema = Schema {
     fields: &[
