@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod id;
+pub mod messages;
 pub mod metrics;
 pub mod reconnect;
 pub mod secrets;

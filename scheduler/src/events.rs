@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
+use common::amqp::{self, EVENTS_QUEUE};
 use common::db::triggers::{Event, EventOutcome};
 use common::db::{StoreError, Triggers};
+use common::messages::MAX_EVENT_BYTES;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;

@@ -95,7 +95,7 @@ impl Requester {
         self.channel().await.is_ok()
     }
 
-    /// Sends work to a worker (a [`common::amqp::WorkMessage`], or the body of one of its
+    /// Sends work to a worker (a [`common::messages::WorkMessage`], or the body of one of its
     /// variants) and waits for its answer. The request expires in the queue when its caller
     /// stops waiting: a function must not run for a caller who was told it failed, when
     /// workers come back after an outage, say.

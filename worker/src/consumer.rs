@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::amqp::DirectTask;
-use common::amqp::{
-    self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, SYNC_QUEUE, TASKS_QUEUE,
-    TaskMessage, WorkMessage,
-};
+use common::amqp::{self, SYNC_QUEUE, TASKS_QUEUE};
 use common::db::lifecycle::Claimed;
 use common::db::{Lifecycle, StoreError};
+use common::messages::{
+    ApiInvocation, DirectTask, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TaskMessage,
+    WorkMessage,
+};
 use common::reconnect::Reconnect;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;

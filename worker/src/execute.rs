@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, Completion, FailOutcome, Fence};
 use common::db::task_logs::LogLine;
 use common::db::{ApiRequests, Functions, Lifecycle, StoreError, text};
 use common::domain::{FunctionDefinition, Runtime, Task, TaskError, TaskStatus};
+use common::messages::{ApiInvocation, ApiOutcome};
 use common::metrics::Metrics;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;

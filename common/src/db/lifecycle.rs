@@ -23,9 +23,9 @@ use super::outbox;
 use super::task_logs::{LogLine, TASK_LOGS};
 use super::tasks::{DirectTaskRow, task_from_row};
 use super::text::storable_text;
-use crate::amqp::DirectTask;
 use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
 use crate::id::ObjectId;
+use crate::messages::DirectTask;
 
 /// Waits before retry 1, 2 and 3; after the third retry a task fails for good.
 pub const RETRY_DELAYS: [Duration; 3] = [

@@ -12,9 +12,9 @@ use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
-use crate::amqp::DirectTask;
 use crate::domain::{Task, TaskError, TaskSource, TaskStatus};
 use crate::id::ObjectId;
+use crate::messages::DirectTask;
 use rql::{Field, FieldKind, Schema};
 
 /// The fields of a task that RQL may filter, sort and select on.
