@@ -1,7 +1,7 @@
 //! Everything the scheduler and the worker share: domain types, configuration, storage,
 //! function code archives and telemetry. No HTTP server code and no execution code lives here.
 
-pub mod amqp;
+pub mod broker;
 pub mod code;
 pub mod config;
 pub mod db;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::amqp::{AmqpError, Publisher, TASKS_QUEUE};
+use common::broker::{AmqpError, Publisher, TASKS_QUEUE};
 use common::db::DispatchQueries;
 use common::messages::TaskMessage;
 use tokio::sync::{Notify, RwLock, watch};

@@ -10,7 +10,7 @@ use tower::Layer;
 
 use std::sync::Arc;
 
-use common::amqp::Publisher;
+use common::broker::Publisher;
 use common::db::{DispatchQueries, Functions, Lifecycle, Outbox};
 use common::secrets::SecretBox;
 use tokio::sync::watch;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::amqp::{self, SYNC_QUEUE, TASKS_QUEUE};
+use common::broker::{self, SYNC_QUEUE, TASKS_QUEUE};
 use common::db::lifecycle::Claimed;
 use common::db::{Lifecycle, StoreError};
 use common::messages::{
@@ -140,7 +140,7 @@ impl Consumer {
     ) -> anyhow::Result<()> {
         let prefetch = self.concurrency.min(u16::MAX as usize) as u16;
         let (_connection, channel, mut deliveries) =
-            amqp::open_consumer(&self.amqp_url, queue, prefetch).await?;
+            broker::open_consumer(&self.amqp_url, queue, prefetch).await?;
         let inlet = Inlet { queue, channel };
         reconnect.connected();
         tracing::info!(queue, "consuming");
@@ -166,7 +166,7 @@ impl Consumer {
                     return Ok(());
                 }
                 delivery = deliveries.next() => {
-                    self.take(&inlet, amqp::delivered(delivery)?, &mut taken).await?;
+                    self.take(&inlet, broker::delivered(delivery)?, &mut taken).await?;
                     continue;
                 }
                 _ = sleep_until(deadline) => {
@@ -216,7 +216,7 @@ impl Consumer {
             }),
             Err(reason) => {
                 tracing::warn!(%reason, "dead-lettering an unusable task message");
-                if amqp::dead_letter(&inlet.channel, inlet.queue, &delivery, &reason).await? {
+                if broker::dead_letter(&inlet.channel, inlet.queue, &delivery, &reason).await? {
                     self.executor
                         .metrics
                         .dead_lettered
@@ -249,7 +249,8 @@ impl Consumer {
         while let Some(slot) = permit.take() {
             if taken.is_empty() {
                 while let Some(delivery) = deliveries.next().now_or_never() {
-                    self.take(inlet, amqp::delivered(delivery)?, taken).await?;
+                    self.take(inlet, broker::delivered(delivery)?, taken)
+                        .await?;
                 }
             }
             let Some(oldest) = taken.front_mut() else {
@@ -407,7 +408,7 @@ impl Consumer {
             }
         };
         let republished = match body {
-            Some(body) => amqp::republish(&inlet.channel, inlet.queue, &body, properties).await,
+            Some(body) => broker::republish(&inlet.channel, inlet.queue, &body, properties).await,
             None => Ok(()),
         };
         match republished {
