@@ -20,10 +20,10 @@ use serde_json::{Value, json};
 use super::StoreError;
 use super::log_lines::LogColumns;
 use super::outbox;
-use super::task_logs::{LogLine, TASK_LOGS};
+use super::task_logs::TASK_LOGS;
 use super::tasks::{DirectTaskRow, task_from_row};
 use super::text::storable_text;
-use crate::domain::{RetryPolicy, Task, TaskError, TaskSource};
+use crate::domain::{LogLine, RetryPolicy, Task, TaskError, TaskSource};
 use crate::id::ObjectId;
 use crate::messages::DirectTask;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use rql::{Field, FieldKind, Schema};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
@@ -15,7 +16,6 @@ use super::list::{ListRequest, Page, fetch_page};
 use crate::domain::{Task, TaskError, TaskSource, TaskStatus};
 use crate::id::ObjectId;
 use crate::messages::DirectTask;
-use rql::{Field, FieldKind, Schema};
 
 /// The fields of a task that RQL may filter, sort and select on.
 pub static TASK_SCHEMA: Schema = Schema {
