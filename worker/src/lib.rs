@@ -1,7 +1,6 @@
 //! The worker: the data plane of the task service. It consumes due tasks, runs their function
 //! in a warm runtime process and stores logs, result and status.
 
-pub mod cidr;
 pub mod completions;
 pub mod config;
 pub mod consumer;
