@@ -84,6 +84,7 @@ impl Consumer {
                 Err(error) => {
                     self.executor
                         .metrics
+                        .shared
                         .broker_reconnects
                         .with_label_values(&["worker"])
                         .inc();
@@ -219,6 +220,7 @@ impl Consumer {
                 if broker::dead_letter(&inlet.channel, inlet.queue, &delivery, &reason).await? {
                     self.executor
                         .metrics
+                        .shared
                         .dead_lettered
                         .with_label_values(&[inlet.queue])
                         .inc();

@@ -11,13 +11,13 @@ use common::db::{ApiRequests, Functions, Lifecycle, StoreError, text};
 use common::domain::LogLine;
 use common::domain::{FunctionDefinition, Runtime, Task, TaskError, TaskStatus};
 use common::messages::{ApiInvocation, ApiOutcome};
-use common::metrics::Metrics;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::completions::Completions;
 use crate::definitions::Definitions;
+use crate::metrics::Metrics;
 use crate::patience::patiently;
 use crate::runtime::RuntimePool;
 use crate::runtime::code_cache::CODE_RELEASED;
@@ -249,8 +249,9 @@ impl Executor {
             outcome => {
                 if let FailOutcome::Retried(_) = outcome {
                     self.finished(function_name, "retried");
-                    self.metrics.retries.inc();
+                    self.metrics.shared.retries.inc();
                     self.metrics
+                        .shared
                         .tasks_created
                         .with_label_values(&["retry"])
                         .inc();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod consumer;
 mod definitions;
 pub mod execute;
+pub mod metrics;
 mod patience;
 pub mod runtime;
 pub mod startup;

@@ -13,7 +13,6 @@ use axum::http::{StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::db::{ApiRequests, Functions, Lifecycle};
-use common::metrics::Metrics;
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -24,9 +23,10 @@ use crate::completions::Completions;
 use crate::config::WorkerConfig;
 use crate::consumer::{self, Consumer};
 use crate::execute::{Executor, Running};
-use crate::runtime::RuntimePool;
+use crate::metrics::Metrics;
 use crate::runtime::code_cache::{CodeCache, ReleasedCode, code_root};
 use crate::runtime::sandbox::Sandbox;
+use crate::runtime::{RuntimeMetrics, RuntimePool};
 
 pub struct Worker {
     listener: TcpListener,
@@ -60,7 +60,7 @@ impl Worker {
             &config.worker.cache_dir,
             code,
             config.worker.max_idle_processes,
-            metrics.clone(),
+            RuntimeMetrics::new(metrics.shared.registry()),
             sandbox,
         )
         .with_context(|| {
@@ -180,10 +180,10 @@ struct Health {
 async fn metrics(
     State(health): State<Health>,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
-    health.metrics.observe_pool(&health.pool);
+    health.metrics.shared.observe_pool(&health.pool);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        health.metrics.render(),
+        health.metrics.shared.render(),
     )
 }
 
