@@ -1,8 +1,10 @@
-//! Everything the scheduler and the worker share: domain types, configuration, storage,
-//! function code archives and telemetry. No HTTP server code and no execution code lives here.
+//! Everything the scheduler and the worker share: domain types, configuration, the database
+//! (pool, migrations, repositories), the broker (connection, topology) and the messages that
+//! travel through it, function code archives, secrets, metrics and telemetry. No HTTP server
+//! code and no execution code lives here; the list query language is the `rql` crate.
 
 pub mod broker;
-pub mod code;
+pub mod code_archive;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -1,8 +1,9 @@
 //! Consumes the `tasks` and `tasks.sync` queues: claim (what has arrived together, in one
 //! statement), ack, run. At most `concurrency` tasks run at once, from both queues together;
 //! a task whose claim fails (canceled, already claimed, duplicate) is dropped; a message
-//! nobody can understand is dead-lettered with the reason. A message may name several tasks: they start as slots free up, and what has not
-//! started within [`HOLD`] goes back to the queue.
+//! nobody can understand is dead-lettered with the reason. A message may name several tasks:
+//! they start as slots free up, and what has not started within [`HOLD`] goes back to the
+//! queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::execute::{Executor, ReplyTo};
+use crate::runner::{ReplyTo, Runner};
 
 pub struct Consumer {
     pub amqp_url: String,
@@ -33,7 +34,7 @@ pub struct Consumer {
     /// How long running tasks may take to finish once the worker is told to stop.
     pub drain_grace: Duration,
     pub lifecycle: Lifecycle,
-    pub executor: Arc<Executor>,
+    pub runner: Arc<Runner>,
     /// How many of [`QUEUES`] are being consumed (for readiness).
     pub connected: Arc<AtomicUsize>,
 }
@@ -82,7 +83,7 @@ impl Consumer {
             {
                 Ok(()) => break,
                 Err(error) => {
-                    self.executor
+                    self.runner
                         .metrics
                         .shared
                         .broker_reconnects
@@ -112,7 +113,7 @@ impl Consumer {
         if finished.is_ok() {
             return;
         }
-        let unfinished = self.executor.running.snapshot();
+        let unfinished = self.runner.running.snapshot();
         // Dropping the executions kills their function processes.
         for set in &mut running {
             set.abort_all();
@@ -218,7 +219,7 @@ impl Consumer {
             Err(reason) => {
                 tracing::warn!(%reason, "dead-lettering an unusable task message");
                 if broker::dead_letter(&inlet.channel, inlet.queue, &delivery, &reason).await? {
-                    self.executor
+                    self.runner
                         .metrics
                         .shared
                         .dead_lettered
@@ -269,9 +270,8 @@ impl Consumer {
                         // A lost API call only fails, as its caller times out.
                         delivery.ack(BasicAckOptions::default()).await?;
                         let reply = ReplyTo::of(&inlet.channel, &delivery);
-                        let executor = self.executor.clone();
-                        running
-                            .spawn(async move { executor.run_api(invocation, reply, slot).await });
+                        let runner = self.runner.clone();
+                        running.spawn(async move { runner.run_api(invocation, reply, slot).await });
                     }
                 }
                 Work::Direct { .. } => {
@@ -313,8 +313,8 @@ impl Consumer {
         for (task, reply, redelivered, slot) in direct {
             match self.lifecycle.claim_direct(&task, self.lease).await {
                 Ok(Some(claimed)) => {
-                    let executor = self.executor.clone();
-                    running.spawn(async move { executor.run(claimed, reply, slot).await });
+                    let runner = self.runner.clone();
+                    running.spawn(async move { runner.run(claimed, reply, slot).await });
                 }
                 // Its caller reads what became of the task. Not after a redelivery: the task
                 // may be running from the first delivery, whose worker is to answer.
@@ -368,8 +368,8 @@ impl Consumer {
         for (task_id, reply, slot) in tasks {
             match claimed.remove(&task_id) {
                 Some(claimed) => {
-                    let executor = self.executor.clone();
-                    running.spawn(async move { executor.run(claimed, reply, slot).await });
+                    let runner = self.runner.clone();
+                    running.spawn(async move { runner.run(claimed, reply, slot).await });
                 }
                 None => {
                     tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped")
@@ -416,7 +416,7 @@ impl Consumer {
         match republished {
             Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
-                self.executor.metrics.tasks_handed_back.inc_by(tasks as u64);
+                self.runner.metrics.tasks_handed_back.inc_by(tasks as u64);
             }
             Err(error) => {
                 tracing::warn!(%error, "could not hand a message back; it is requeued");
@@ -533,7 +533,7 @@ fn parse(body: &[u8]) -> Result<WorkMessage, String> {
 /// attempts for zombies.
 pub async fn renew_leases(
     lifecycle: Lifecycle,
-    running: crate::execute::Running,
+    running: crate::runner::RunningAttempts,
     lease: Duration,
     mut stop: watch::Receiver<bool>,
 ) {

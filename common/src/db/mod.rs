@@ -1,4 +1,7 @@
-//! PostgreSQL: the connection pool, the migrations and one repository per table.
+//! PostgreSQL: the connection pool and the migrations; a repository per table, its queries
+//! beside it; `lifecycle`, the one owner of a task's status changes; and what repositories
+//! share: paged listing (`list`), the log tables (`log_lines`) and text PostgreSQL cannot
+//! store (`text`).
 
 pub mod api_requests;
 pub mod dispatch;
