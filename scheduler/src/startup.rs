@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use common::amqp::Publisher;
+use common::broker::Publisher;
 use common::db::{Functions, Lifecycle, Tasks};
 use common::metrics::Metrics;
 use common::secrets::SecretBox;

@@ -134,11 +134,11 @@ impl TestVhost {
 
     /// A channel on this vhost, for publishing or consuming as another service would.
     pub async fn channel(&self) -> lapin::Channel {
-        let connection = common::amqp::connect(&self.url)
+        let connection = common::broker::connect(&self.url)
             .await
             .expect("connect to the test vhost");
         let channel = connection.create_channel().await.expect("channel");
-        common::amqp::declare_topology(&channel)
+        common::broker::declare_topology(&channel)
             .await
             .expect("topology");
         // The connection closes when the last handle drops; keep it alive with the channel.
@@ -658,11 +658,11 @@ pub fn third_party_stub(
 pub async fn publish_event(channel: &lapin::Channel, event_type: &str, body: &[u8]) {
     let confirm = channel
         .basic_publish(
-            common::amqp::EVENTS_EXCHANGE.into(),
+            common::broker::EVENTS_EXCHANGE.into(),
             event_type.into(),
             lapin::options::BasicPublishOptions::default(),
             body,
-            common::amqp::persistent_json(),
+            common::broker::persistent_json(),
         )
         .await
         .expect("publish");

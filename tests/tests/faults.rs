@@ -411,7 +411,7 @@ async fn poison(cluster: &mut Cluster) -> Vec<String> {
 }
 
 async fn broker_channel(url: &str) -> lapin::Channel {
-    let connection = common::amqp::connect(url)
+    let connection = common::broker::connect(url)
         .await
         .expect("connect to the broker");
     let channel = connection.create_channel().await.expect("channel");
@@ -419,7 +419,7 @@ async fn broker_channel(url: &str) -> lapin::Channel {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirm mode");
-    common::amqp::declare_topology(&channel)
+    common::broker::declare_topology(&channel)
         .await
         .expect("topology");
     // The connection closes when its last handle drops; keep it for the channel.
@@ -434,7 +434,7 @@ async fn publish(channel: &lapin::Channel, exchange: &str, routing_key: &str, bo
             routing_key.into(),
             BasicPublishOptions::default(),
             body,
-            common::amqp::persistent_json(),
+            common::broker::persistent_json(),
         )
         .await
         .expect("publish");
@@ -461,7 +461,7 @@ async fn inject_task_poison(channel: &lapin::Channel) -> u64 {
         &huge,
     ];
     for body in poison {
-        publish(channel, "", common::amqp::TASKS_QUEUE, body).await;
+        publish(channel, "", common::broker::TASKS_QUEUE, body).await;
     }
     poison.len() as u64
 }
@@ -477,7 +477,13 @@ async fn inject_event_poison(channel: &lapin::Channel) -> u64 {
         large.to_string().into_bytes(),
     ];
     for body in &poison {
-        publish(channel, common::amqp::EVENTS_EXCHANGE, "faults_event", body).await;
+        publish(
+            channel,
+            common::broker::EVENTS_EXCHANGE,
+            "faults_event",
+            body,
+        )
+        .await;
     }
     poison.len() as u64
 }
@@ -494,7 +500,7 @@ async fn publish_valid_event_twice(channel: &lapin::Channel, index: usize) {
     for _ in 0..2 {
         publish(
             channel,
-            common::amqp::EVENTS_EXCHANGE,
+            common::broker::EVENTS_EXCHANGE,
             "faults_event",
             event.as_bytes(),
         )
@@ -508,7 +514,7 @@ async fn inject_duplicates(channel: &lapin::Channel, submitted: &[String]) {
     let unknown = common::id::ObjectId::generate().to_string();
     for id in submitted.iter().step_by(10).chain([&unknown]) {
         let body = json!({"taskId": id}).to_string();
-        publish(channel, "", common::amqp::TASKS_QUEUE, body.as_bytes()).await;
+        publish(channel, "", common::broker::TASKS_QUEUE, body.as_bytes()).await;
     }
 }
 
@@ -544,7 +550,7 @@ async fn wait_for_dead_letters(channel: &lapin::Channel, expected: u64) {
     while Instant::now() < deadline {
         let queue = channel
             .queue_declare(
-                common::amqp::DEAD_LETTER_QUEUE.into(),
+                common::broker::DEAD_LETTER_QUEUE.into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..QueueDeclareOptions::default()
@@ -566,7 +572,7 @@ async fn dead_letters(channel: &lapin::Channel) -> (u64, u64) {
     let (mut dead, mut unexplained) = (0, 0);
     while let Some(message) = channel
         .basic_get(
-            common::amqp::DEAD_LETTER_QUEUE.into(),
+            common::broker::DEAD_LETTER_QUEUE.into(),
             BasicGetOptions { no_ack: true },
         )
         .await

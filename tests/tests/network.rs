@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use harness::test_host::{TestHost, http_response};
 use harness::{TestScheduler, TestWorker, base64, zip_files};
 use serde_json::{Value, json};
-use worker::cidr::Cidr;
-use worker::config::CommaList;
-use worker::config::Isolation;
+use worker::runtime::sandbox::cidr::Cidr;
+use worker::runtime::sandbox::config::CommaList;
+use worker::runtime::sandbox::config::Isolation;
 
 /// Tries each target (`[name, host, port]`) as an attacker would: connect, send an HTTP
 /// request, read what comes back. Fetches `thirdParty` as a function calling an API would.

@@ -254,8 +254,8 @@ async fn tag_filters_can_use_the_tag_index() {
     // With sequential scans priced out, a plan without the index means it cannot be used.
     db.batch_execute("SET enable_seqscan = off").await.unwrap();
     for filter in ["eq(tags,b)", "in(tags,a,c)"] {
-        let query = common::rql::parse(filter).unwrap();
-        let compiled = common::rql::compile_filter(
+        let query = rql::parse(filter).unwrap();
+        let compiled = rql::compile_filter(
             query.filter.as_ref().unwrap(),
             &common::db::tasks::TASK_SCHEMA,
             1,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use harness::{TestScheduler, TestWorker, base64, zip_files};
 use serde_json::{Value, json};
-use worker::config::Isolation;
+use worker::runtime::sandbox::config::Isolation;
 
 const UIDS_PER_WORKER: u32 = 8;
 

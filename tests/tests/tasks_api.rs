@@ -245,7 +245,7 @@ async fn logs_of_a_task() {
         .unwrap()
         .to_utc();
     let lines: Vec<_> = (0..3)
-        .map(|i| common::db::task_logs::LogLine {
+        .map(|i| common::domain::LogLine {
             message: format!("line {i}"),
             timestamp: t0 + chrono::Duration::seconds(i),
         })

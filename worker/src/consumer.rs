@@ -1,21 +1,22 @@
 //! Consumes the `tasks` and `tasks.sync` queues: claim (what has arrived together, in one
 //! statement), ack, run. At most `concurrency` tasks run at once, from both queues together;
 //! a task whose claim fails (canceled, already claimed, duplicate) is dropped; a message
-//! nobody can understand is dead-lettered with the reason. A message may name several tasks: they start as slots free up, and what has not
-//! started within [`HOLD`] goes back to the queue.
+//! nobody can understand is dead-lettered with the reason. A message may name several tasks:
+//! they start as slots free up, and what has not started within [`HOLD`] goes back to the
+//! queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::amqp::DirectTask;
-use common::amqp::{
-    self, ApiInvocation, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, SYNC_QUEUE, TASKS_QUEUE,
-    TaskMessage, WorkMessage,
-};
+use common::broker::{self, SYNC_QUEUE, TASKS_QUEUE};
 use common::db::lifecycle::Claimed;
 use common::db::{Lifecycle, StoreError};
+use common::messages::{
+    ApiInvocation, DirectTask, MAX_API_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, TaskMessage,
+    WorkMessage,
+};
 use common::reconnect::Reconnect;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
@@ -24,7 +25,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::execute::{Executor, ReplyTo};
+use crate::runner::{ReplyTo, Runner};
 
 pub struct Consumer {
     pub amqp_url: String,
@@ -33,7 +34,7 @@ pub struct Consumer {
     /// How long running tasks may take to finish once the worker is told to stop.
     pub drain_grace: Duration,
     pub lifecycle: Lifecycle,
-    pub executor: Arc<Executor>,
+    pub runner: Arc<Runner>,
     /// How many of [`QUEUES`] are being consumed (for readiness).
     pub connected: Arc<AtomicUsize>,
 }
@@ -82,8 +83,9 @@ impl Consumer {
             {
                 Ok(()) => break,
                 Err(error) => {
-                    self.executor
+                    self.runner
                         .metrics
+                        .shared
                         .broker_reconnects
                         .with_label_values(&["worker"])
                         .inc();
@@ -111,7 +113,7 @@ impl Consumer {
         if finished.is_ok() {
             return;
         }
-        let unfinished = self.executor.running.snapshot();
+        let unfinished = self.runner.running.snapshot();
         // Dropping the executions kills their function processes.
         for set in &mut running {
             set.abort_all();
@@ -140,7 +142,7 @@ impl Consumer {
     ) -> anyhow::Result<()> {
         let prefetch = self.concurrency.min(u16::MAX as usize) as u16;
         let (_connection, channel, mut deliveries) =
-            amqp::open_consumer(&self.amqp_url, queue, prefetch).await?;
+            broker::open_consumer(&self.amqp_url, queue, prefetch).await?;
         let inlet = Inlet { queue, channel };
         reconnect.connected();
         tracing::info!(queue, "consuming");
@@ -166,7 +168,7 @@ impl Consumer {
                     return Ok(());
                 }
                 delivery = deliveries.next() => {
-                    self.take(&inlet, amqp::delivered(delivery)?, &mut taken).await?;
+                    self.take(&inlet, broker::delivered(delivery)?, &mut taken).await?;
                     continue;
                 }
                 _ = sleep_until(deadline) => {
@@ -216,9 +218,10 @@ impl Consumer {
             }),
             Err(reason) => {
                 tracing::warn!(%reason, "dead-lettering an unusable task message");
-                if amqp::dead_letter(&inlet.channel, inlet.queue, &delivery, &reason).await? {
-                    self.executor
+                if broker::dead_letter(&inlet.channel, inlet.queue, &delivery, &reason).await? {
+                    self.runner
                         .metrics
+                        .shared
                         .dead_lettered
                         .with_label_values(&[inlet.queue])
                         .inc();
@@ -249,7 +252,8 @@ impl Consumer {
         while let Some(slot) = permit.take() {
             if taken.is_empty() {
                 while let Some(delivery) = deliveries.next().now_or_never() {
-                    self.take(inlet, amqp::delivered(delivery)?, taken).await?;
+                    self.take(inlet, broker::delivered(delivery)?, taken)
+                        .await?;
                 }
             }
             let Some(oldest) = taken.front_mut() else {
@@ -266,9 +270,8 @@ impl Consumer {
                         // A lost API call only fails, as its caller times out.
                         delivery.ack(BasicAckOptions::default()).await?;
                         let reply = ReplyTo::of(&inlet.channel, &delivery);
-                        let executor = self.executor.clone();
-                        running
-                            .spawn(async move { executor.run_api(invocation, reply, slot).await });
+                        let runner = self.runner.clone();
+                        running.spawn(async move { runner.run_api(invocation, reply, slot).await });
                     }
                 }
                 Work::Direct { .. } => {
@@ -310,8 +313,8 @@ impl Consumer {
         for (task, reply, redelivered, slot) in direct {
             match self.lifecycle.claim_direct(&task, self.lease).await {
                 Ok(Some(claimed)) => {
-                    let executor = self.executor.clone();
-                    running.spawn(async move { executor.run(claimed, reply, slot).await });
+                    let runner = self.runner.clone();
+                    running.spawn(async move { runner.run(claimed, reply, slot).await });
                 }
                 // Its caller reads what became of the task. Not after a redelivery: the task
                 // may be running from the first delivery, whose worker is to answer.
@@ -365,8 +368,8 @@ impl Consumer {
         for (task_id, reply, slot) in tasks {
             match claimed.remove(&task_id) {
                 Some(claimed) => {
-                    let executor = self.executor.clone();
-                    running.spawn(async move { executor.run(claimed, reply, slot).await });
+                    let runner = self.runner.clone();
+                    running.spawn(async move { runner.run(claimed, reply, slot).await });
                 }
                 None => {
                     tracing::debug!(task_id = %task_id, "message for a task that is not claimable; dropped")
@@ -407,13 +410,13 @@ impl Consumer {
             }
         };
         let republished = match body {
-            Some(body) => amqp::republish(&inlet.channel, inlet.queue, &body, properties).await,
+            Some(body) => broker::republish(&inlet.channel, inlet.queue, &body, properties).await,
             None => Ok(()),
         };
         match republished {
             Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
-                self.executor.metrics.tasks_handed_back.inc_by(tasks as u64);
+                self.runner.metrics.tasks_handed_back.inc_by(tasks as u64);
             }
             Err(error) => {
                 tracing::warn!(%error, "could not hand a message back; it is requeued");
@@ -530,7 +533,7 @@ fn parse(body: &[u8]) -> Result<WorkMessage, String> {
 /// attempts for zombies.
 pub async fn renew_leases(
     lifecycle: Lifecycle,
-    running: crate::execute::Running,
+    running: crate::runner::RunningAttempts,
     lease: Duration,
     mut stop: watch::Receiver<bool>,
 ) {

@@ -1,12 +1,16 @@
-//! The worker: the data plane of the task service. It consumes due tasks, runs their function
-//! in a warm runtime process and stores logs, result and status.
+//! The worker: the data plane of the task service. A message from the broker goes to
+//! `consumer`, which takes it from the `tasks` or `tasks.sync` queue and claims its tasks;
+//! `runner` loads each task's function (kept in `definition_cache`), has `runtime` run it in
+//! a warm function process (speaking the Lambda Runtime API, inside its `runtime::sandbox`),
+//! and stores the logs and the outcome (a completed attempt's through `completions`, in
+//! batches). `startup` builds a worker from its `config` and serves its `metrics`.
 
-pub mod cidr;
 pub mod completions;
 pub mod config;
 pub mod consumer;
-mod definitions;
-pub mod execute;
+mod definition_cache;
+pub mod metrics;
 mod patience;
+pub mod runner;
 pub mod runtime;
 pub mod startup;

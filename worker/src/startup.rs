@@ -13,7 +13,6 @@ use axum::http::{StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::db::{ApiRequests, Functions, Lifecycle};
-use common::metrics::Metrics;
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -23,10 +22,11 @@ use tokio::task::JoinSet;
 use crate::completions::Completions;
 use crate::config::WorkerConfig;
 use crate::consumer::{self, Consumer};
-use crate::execute::{Executor, Running};
-use crate::runtime::RuntimePool;
+use crate::metrics::Metrics;
+use crate::runner::{Runner, RunningAttempts};
 use crate::runtime::code_cache::{CodeCache, ReleasedCode, code_root};
 use crate::runtime::sandbox::Sandbox;
+use crate::runtime::{RuntimeMetrics, RuntimePool};
 
 pub struct Worker {
     listener: TcpListener,
@@ -60,7 +60,7 @@ impl Worker {
             &config.worker.cache_dir,
             code,
             config.worker.max_idle_processes,
-            metrics.clone(),
+            RuntimeMetrics::new(metrics.shared.registry()),
             sandbox,
         )
         .with_context(|| {
@@ -97,10 +97,10 @@ impl Worker {
         // Lease renewal outlives consuming: running tasks keep their leases while draining.
         let (stop_loops, loops_stopped) = watch::channel(false);
         let lifecycle = Lifecycle::new(self.pool.clone());
-        let running = Running::default();
+        let running = RunningAttempts::default();
         let lease = self.config.worker.lease();
         let idle_time = std::time::Duration::from_millis(self.config.worker.idle_process_ms);
-        let executor = Arc::new(Executor {
+        let runner = Arc::new(Runner {
             functions: self.functions,
             definitions: Default::default(),
             api_requests: ApiRequests::new(self.pool.clone()),
@@ -117,7 +117,7 @@ impl Worker {
             lease,
             loops_stopped.clone(),
         ));
-        let reaper = executor.clone();
+        let reaper = runner.clone();
         let mut reaper_stop = loops_stopped.clone();
         loops.spawn(async move {
             loop {
@@ -128,7 +128,7 @@ impl Worker {
             }
         });
         loops.spawn(delete_released_code(
-            executor.clone(),
+            runner.clone(),
             self.config.worker.released_code_grace(),
             loops_stopped.clone(),
         ));
@@ -140,7 +140,7 @@ impl Worker {
                 lease,
                 drain_grace: std::time::Duration::from_millis(self.config.worker.drain_grace_ms),
                 lifecycle,
-                executor,
+                runner,
                 connected: consuming.clone(),
             }
             .run(stopped.clone()),
@@ -180,10 +180,10 @@ struct Health {
 async fn metrics(
     State(health): State<Health>,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
-    health.metrics.observe_pool(&health.pool);
+    health.metrics.shared.observe_pool(&health.pool);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        health.metrics.render(),
+        health.metrics.shared.render(),
     )
 }
 
@@ -222,7 +222,7 @@ const RELEASED_CODE_CHECK: std::time::Duration = std::time::Duration::from_secs(
 /// Deletes the unpacked code no function uses any more, `grace` after it was released, until
 /// `stop`.
 async fn delete_released_code(
-    executor: Arc<Executor>,
+    runner: Arc<Runner>,
     grace: std::time::Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -232,7 +232,7 @@ async fn delete_released_code(
             _ = tokio::time::sleep((grace / 2).min(RELEASED_CODE_CHECK)) => {}
             _ = common::shutdown::stopped(&mut stop) => return,
         }
-        match executor
+        match runner
             .runtimes
             .delete_released_code(&mut released, grace)
             .await

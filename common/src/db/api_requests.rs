@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use rql::{Field, FieldKind, Schema};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::Row;
@@ -10,9 +11,8 @@ use utoipa::ToSchema;
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
 use super::log_lines::LogTable;
-use super::task_logs::LogLine;
 use super::text::storable_json;
-use crate::rql::{Field, FieldKind, Schema};
+use crate::domain::LogLine;
 
 pub static API_REQUEST_SCHEMA: Schema = Schema {
     fields: &[

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use std::sync::Arc;
 
 use super::StoreError;
-use crate::code::CodeArchive;
+use crate::code_archive::CodeArchive;
 use crate::domain::{
     EnvironmentVariable, ExecutionOptions, FunctionDefinition, FunctionName, PermissionMode,
     RetryPolicy,

@@ -20,12 +20,12 @@ use serde_json::{Value, json};
 
 use super::StoreError;
 use super::log_lines::LogColumns;
-use super::task_logs::{LogLine, TASK_LOGS};
+use super::task_logs::TASK_LOGS;
 use super::tasks::{DirectTaskRow, task_from_row};
 use super::text::storable_text;
-use crate::amqp::DirectTask;
-use crate::domain::{RetryPolicy, Task, TaskError, TaskErrorType, TaskSource};
+use crate::domain::{LogLine, RetryPolicy, Task, TaskError, TaskErrorType, TaskSource};
 use crate::id::ObjectId;
+use crate::messages::DirectTask;
 
 /// Waits before retry 1, 2 and 3; after the third retry a task fails for good.
 pub const RETRY_DELAYS: [Duration; 3] = [

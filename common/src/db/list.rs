@@ -1,10 +1,10 @@
 //! Paged listing shared by every repository: an RQL filter compiled to SQL, an order, a page.
 
+use rql::SqlFilter;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::StoreError;
-use crate::rql::SqlFilter;
 
 /// What a list endpoint asks of a repository. `filter` placeholders start at `$1`.
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
-use super::task_logs::LogLine;
+use crate::domain::LogLine;
 
 /// A log table and the column naming what the lines belong to. Both are constants of this
 /// crate, never user input.

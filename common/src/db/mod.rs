@@ -1,7 +1,8 @@
-//! PostgreSQL: the connection pool, the migrations (of every table), and the repositories
-//! of the tables both binaries use, with what their queries share. The scheduler keeps the
-//! repositories of the tables only it uses (schedules, triggers, the outbox it relays) and
-//! its dispatcher's queries.
+//! PostgreSQL: the connection pool and the migrations (of every table); a repository per table
+//! both binaries use, its queries beside it; `lifecycle`, the one owner of a task's status
+//! changes; and what repositories share: paged listing (`list`), the log tables (`log_lines`)
+//! and text PostgreSQL cannot store (`text`). The scheduler keeps the repositories of the
+//! tables only it uses (schedules, triggers, the outbox it relays) and its dispatcher's queries.
 
 pub mod api_requests;
 pub mod functions;

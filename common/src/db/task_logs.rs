@@ -1,27 +1,18 @@
 //! The `task_logs` table: the output lines of task executions.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use serde::Serialize;
-use utoipa::ToSchema;
+use rql::{Field, FieldKind, Schema};
 
 use super::StoreError;
 use super::list::{ListRequest, Page};
 use super::log_lines::LogTable;
+use crate::domain::LogLine;
 use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
 
 /// Log lines can only be filtered by time, as in the reference.
 pub static LOG_SCHEMA: Schema = Schema {
     fields: &[Field::new("timestamp", "timestamp", FieldKind::Timestamp)],
 };
-
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct LogLine {
-    pub message: String,
-    #[serde(with = "crate::time::millis")]
-    pub timestamp: DateTime<Utc>,
-}
 
 pub(crate) const TASK_LOGS: LogTable = LogTable {
     table: "task_logs",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use rql::{Field, FieldKind, Schema};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
@@ -12,10 +13,9 @@ use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 use super::list::{ListRequest, Page, fetch_page};
-use crate::amqp::DirectTask;
 use crate::domain::{Task, TaskError, TaskSource, TaskStatus};
 use crate::id::ObjectId;
-use crate::rql::{Field, FieldKind, Schema};
+use crate::messages::DirectTask;
 
 /// The fields of a task that RQL may filter, sort and select on.
 pub static TASK_SCHEMA: Schema = Schema {

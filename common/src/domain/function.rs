@@ -1,3 +1,6 @@
+//! A function as stored and shown: its validated name, runtime, environment variables,
+//! execution options and retry policy.
+
 use std::collections::BTreeMap;
 use std::fmt;
 

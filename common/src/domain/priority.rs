@@ -1,3 +1,5 @@
+//! Task priorities, bounded to the integers a JavaScript client holds exactly.
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A task priority: any integer a JavaScript client can represent exactly, ±(2^53 − 1).

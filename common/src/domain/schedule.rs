@@ -1,3 +1,5 @@
+//! A schedule: the function it runs and when, an interval or cron in a time zone.
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;

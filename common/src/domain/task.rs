@@ -1,3 +1,6 @@
+//! A task: its status and the transitions between statuses, where it came from, how an
+//! attempt failed, and the limit on its input.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

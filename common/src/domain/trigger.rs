@@ -1,3 +1,6 @@
+//! A trigger: which platform events create tasks of which function, and how event types
+//! match its pattern.
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;

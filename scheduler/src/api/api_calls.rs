@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use common::amqp::{ApiInvocation, ApiOutcome, WorkMessage};
 use common::db::StoreError;
 use common::db::api_requests::ApiRequest;
 use common::domain::{FunctionDefinition, TaskErrorType};
+use common::messages::{ApiInvocation, ApiOutcome, WorkMessage};
 
 use super::AppState;
 use super::error::ApiError;

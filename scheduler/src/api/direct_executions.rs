@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::api::auth::{FunctionCall, Identity};
-use common::amqp::{DirectExecution, DirectTask};
 use common::domain::{PermissionMode, Task, TaskErrorType, TaskStatus};
 use common::id::ObjectId;
+use common::messages::{DirectExecution, DirectTask};
 
 use super::AppState;
 use super::body::OptionalJsonObject;

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use common::code::CodeArchive;
+use common::code_archive::CodeArchive;
 use common::domain::{
     EnvironmentVariable, ExecutionOptions, FunctionDefinition, FunctionName, PermissionMode,
     Priority, RetryPolicy, Runtime,

@@ -24,7 +24,7 @@ use super::{
         AffectedRecords, error::ErrorBody, paging::PagedResult, paging::PageInfo,
         common::domain::Task, common::domain::TaskStatus, common::domain::TaskError,
         common::domain::TaskErrorType, common::domain::FunctionDefinition,
-        common::domain::Schedule, common::domain::Trigger, common::db::task_logs::LogLine,
+        common::domain::Schedule, common::domain::Trigger, common::domain::LogLine,
         common::db::api_requests::ApiRequest,
     )),
     modifiers(&Security),

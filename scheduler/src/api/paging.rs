@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use common::db::{ListRequest, Page};
-use common::rql::{self, Schema};
+use rql::Schema;
 
 use super::error::ApiError;
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::amqp::{self, SYNC_QUEUE};
+use common::broker::{self, SYNC_QUEUE};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
@@ -57,11 +57,11 @@ impl Requester {
         {
             return Ok(channel.clone());
         }
-        let connection = amqp::connect(&self.url).await?;
+        let connection = broker::connect(&self.url).await?;
         let channel = connection.create_channel().await?;
         // Without the queue, a request published before any worker or dispatch declared it
         // (a fresh broker) would be dropped unroutable, and its caller would wait in vain.
-        amqp::declare_topology(&channel).await?;
+        broker::declare_topology(&channel).await?;
         let mut replies = channel
             .basic_consume(
                 REPLY_TO.into(),
@@ -95,7 +95,7 @@ impl Requester {
         self.channel().await.is_ok()
     }
 
-    /// Sends work to a worker (a [`common::amqp::WorkMessage`], or the body of one of its
+    /// Sends work to a worker (a [`common::messages::WorkMessage`], or the body of one of its
     /// variants) and waits for its answer. The request expires in the queue when its caller
     /// stops waiting: a function must not run for a caller who was told it failed, when
     /// workers come back after an outage, say.

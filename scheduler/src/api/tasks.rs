@@ -6,8 +6,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use common::db::task_logs::{LOG_SCHEMA, LogLine};
+use common::db::task_logs::LOG_SCHEMA;
 use common::db::tasks::{CancelOutcome, NewTask, TASK_SCHEMA};
+use common::domain::LogLine;
 use common::domain::{Priority, Task, TaskSource, TaskStatus, task};
 use common::id::ObjectId;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::{EVENTS_EXCHANGE, Publisher};
+use common::broker::{EVENTS_EXCHANGE, Publisher};
 use tokio::sync::{Notify, watch};
 
 use crate::db::Outbox;

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use common::amqp::{self, EVENTS_QUEUE, MAX_EVENT_BYTES};
+use common::broker::{self, EVENTS_QUEUE};
 use common::db::StoreError;
+use common::messages::MAX_EVENT_BYTES;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -61,7 +62,7 @@ impl EventConsumer {
         reconnect: &mut Reconnect,
     ) -> anyhow::Result<()> {
         let (_connection, channel, mut deliveries) =
-            amqp::open_consumer(&self.amqp_url, EVENTS_QUEUE, BATCH as u16).await?;
+            broker::open_consumer(&self.amqp_url, EVENTS_QUEUE, BATCH as u16).await?;
         reconnect.connected();
         tracing::info!("consuming platform events");
         loop {
@@ -70,10 +71,10 @@ impl EventConsumer {
                 _ = common::shutdown::stopped(stop) => return Ok(()),
             };
             // Whatever else has already arrived is stored with it in one transaction.
-            let mut batch = vec![amqp::delivered(delivery)?];
+            let mut batch = vec![broker::delivered(delivery)?];
             while batch.len() < BATCH {
                 match deliveries.next().now_or_never() {
-                    Some(delivery) => batch.push(amqp::delivered(delivery)?),
+                    Some(delivery) => batch.push(broker::delivered(delivery)?),
                     None => break,
                 }
             }
@@ -185,7 +186,7 @@ impl EventConsumer {
     ) -> anyhow::Result<()> {
         let event_id = event.map(|event| event.id.as_str());
         tracing::warn!(event_id, %reason, "dead-lettering an event");
-        if amqp::dead_letter(channel, EVENTS_QUEUE, delivery, reason).await? {
+        if broker::dead_letter(channel, EVENTS_QUEUE, delivery, reason).await? {
             self.metrics
                 .dead_lettered
                 .with_label_values(&[EVENTS_QUEUE])

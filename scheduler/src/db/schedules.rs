@@ -9,7 +9,7 @@ use common::db::StoreError;
 use common::db::list::{ListRequest, Page, fetch_page};
 use common::domain::{Recurrence, Schedule};
 use common::id::ObjectId;
-use common::rql::{Field, FieldKind, Schema};
+use rql::{Field, FieldKind, Schema};
 
 pub static SCHEDULE_SCHEMA: Schema = Schema {
     fields: &[

@@ -12,7 +12,7 @@ use common::db::{StoreError, text};
 use common::domain::trigger::{EVENT_KEY, event_type_matches};
 use common::domain::{Trigger, task};
 use common::id::ObjectId;
-use common::rql::{Field, FieldKind, Schema};
+use rql::{Field, FieldKind, Schema};
 
 pub static TRIGGER_SCHEMA: Schema = Schema {
     fields: &[

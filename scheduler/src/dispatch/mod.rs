@@ -17,7 +17,7 @@ pub mod timer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::Publisher;
+use common::broker::Publisher;
 use common::db::Tasks;
 use common::metrics::Metrics;
 use tokio::sync::watch;

@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use common::amqp::{AmqpError, Publisher, TASKS_QUEUE, TaskMessage};
+use common::broker::{AmqpError, Publisher, TASKS_QUEUE};
+use common::messages::TaskMessage;
 use common::metrics::Metrics;
 use tokio::sync::{Notify, RwLock};
 

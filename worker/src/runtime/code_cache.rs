@@ -31,7 +31,7 @@ pub fn code_root(cache_dir: &Path, database_url: &str) -> PathBuf {
         ),
         Err(_) => database_url.to_owned(),
     };
-    let key = common::code::hex_sha256(database.as_bytes());
+    let key = common::code_archive::hex_sha256(database.as_bytes());
     cache_dir.join("code").join(&key[..16])
 }
 
@@ -74,7 +74,7 @@ impl CodeCache {
                 name: CODE_RELEASED.to_owned(),
                 message: "the function code is no longer stored: the function's code was replaced or the function deleted".to_owned(),
             })?;
-        if common::code::hex_sha256(&archive) != sha256 {
+        if common::code_archive::hex_sha256(&archive) != sha256 {
             return Err(invalid(
                 "the stored function code does not match its hash".into(),
             ));
@@ -87,7 +87,7 @@ impl CodeCache {
         let into = temporary.clone();
         let unpacked = tokio::task::spawn_blocking(move || -> Result<bool, String> {
             std::fs::create_dir_all(&into).map_err(|e| e.to_string())?;
-            common::code::unpack(&archive, &into).map_err(|e| e.to_string())?;
+            common::code_archive::unpack(&archive, &into).map_err(|e| e.to_string())?;
             Ok(contains_python(&into))
         })
         .await

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod code_cache;
+mod metrics;
 pub mod output;
 pub mod peer;
 pub mod process;
@@ -11,9 +12,7 @@ pub mod sandbox;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-use common::metrics::Metrics;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -22,6 +21,8 @@ use code_cache::{CodeCache, ReleasedCode};
 use common::domain::TaskError;
 use process::{Bootstraps, FunctionProcess, FunctionSpec, InvocationResult};
 use sandbox::{Cell, EnterError, Sandbox};
+
+pub use metrics::RuntimeMetrics;
 
 /// The project's bootstraps, embedded in the binary and written to disk at start.
 const PYTHON_BOOTSTRAP: &str = include_str!("../../runtimes/python/bootstrap.py");
@@ -41,7 +42,7 @@ pub struct RuntimePool {
     bootstraps: Bootstraps,
     idle: Mutex<HashMap<ProcessKey, Vec<Idle>>>,
     max_idle: usize,
-    metrics: Arc<Metrics>,
+    metrics: RuntimeMetrics,
     sandbox: Sandbox,
 }
 
@@ -50,7 +51,7 @@ impl RuntimePool {
         cache_dir: &Path,
         code: CodeCache,
         max_idle: usize,
-        metrics: Arc<Metrics>,
+        metrics: RuntimeMetrics,
         sandbox: Sandbox,
     ) -> std::io::Result<Self> {
         let runtimes = cache_dir.join("runtimes");
@@ -101,15 +102,13 @@ impl RuntimePool {
                 }
             },
         };
-        self.metrics.runtime_processes_busy.inc();
+        self.metrics.processes_busy.inc();
         let result = process.invoke(request_id, event, spec.time_limit).await;
-        self.metrics.runtime_processes_busy.dec();
+        self.metrics.processes_busy.dec();
         if result.reusable {
             self.put_back(key, process);
         }
-        self.metrics
-            .runtime_processes_warm
-            .set(self.idle_count() as i64);
+        self.metrics.processes_warm.set(self.idle_count() as i64);
         result
     }
 

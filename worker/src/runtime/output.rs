@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use common::db::task_logs::LogLine;
 use common::db::text::storable_text;
+use common::domain::LogLine;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use common::db::task_logs::LogLine;
+use common::domain::LogLine;
 use common::domain::{Runtime, TaskError, TaskErrorType};
 use tokio::sync::{oneshot, watch};
 

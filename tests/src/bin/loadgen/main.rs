@@ -663,11 +663,11 @@ async fn throughput(client: &Client, options: &Options) -> anyhow::Result<Vec<Va
         confirms.push(
             channel
                 .basic_publish(
-                    common::amqp::EVENTS_EXCHANGE.into(),
+                    common::broker::EVENTS_EXCHANGE.into(),
                     event_type.as_str().into(),
                     lapin::options::BasicPublishOptions::default(),
                     body.to_string().as_bytes(),
-                    common::amqp::persistent_json(),
+                    common::broker::persistent_json(),
                 )
                 .await?,
         );

@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::cidr::Cidr;
+use super::cidr::Cidr;
 
 /// The mark of the Runtime API's listening sockets, and of the loopback connections sandbox
 /// uids open (set as bits, so that another rule adding bits of its own does not hide it).

@@ -9,6 +9,8 @@
 
 mod cgroups;
 mod child;
+pub mod cidr;
+pub mod config;
 pub mod egress;
 mod ipc;
 mod landlock;
@@ -24,9 +26,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 
-use crate::config::{Isolation, Network, SandboxConfig};
 use cgroups::{Cgroups, ProcessGroup};
 use child::Limits;
+use config::{Isolation, Network, SandboxConfig};
 use egress::{EgressFilter, EgressPolicy};
 use landlock::{Landlock, Ruleset};
 use uids::{UidLease, UidPool, kill_all_of};

@@ -13,9 +13,9 @@ use common::domain::FunctionDefinition;
 const MOST_FUNCTIONS: usize = 1024;
 
 #[derive(Default)]
-pub struct Definitions(Mutex<HashMap<String, FunctionDefinition>>);
+pub struct DefinitionCache(Mutex<HashMap<String, FunctionDefinition>>);
 
-impl Definitions {
+impl DefinitionCache {
     /// The definition of `name` at `version`, if loaded before.
     pub fn get(&self, name: &str, version: i64) -> Option<FunctionDefinition> {
         let cache = self

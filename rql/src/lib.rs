@@ -1,75 +1,13 @@
 //! RQL (Resource Query Language), the list query language of the Extra Horizon API, parsed and
-//! compiled to parameterized PostgreSQL.
-//!
-//! - [`parse`] turns the raw query string (`eq(status,new)&sort(-priority)&limit(10)`) into a
-//!   [`Query`]: a filter [`Expr`] plus `select`, `sort`, `limit`/offset and `skipCount`.
-//! - [`compile_filter`], [`compile_order_by`] and [`check_select`] check it against a
-//!   resource's static [`Schema`] and produce SQL. Unknown fields are errors, so user text never
-//!   reaches the SQL text: values, patterns and JSON paths are bound [`SqlParam`]s.
+//! compiled to parameterized PostgreSQL: [`parse`] turns a raw query string into a [`Query`],
+//! and [`compile_filter`], [`compile_order_by`] and [`check_select`] check it against a
+//! resource's [`Schema`] and produce SQL whose values are bound [`SqlParam`]s. The grammar,
+//! what each operator compiles to and the decisions behind both are in the crate's
+//! `README.md`.
 //!
 //! Files: `lexer` (decoding, tokens), `parser` (syntax tree), `value` (typing of values),
 //! `interpret` (operators → [`Query`]), `schema`, `coerce` (values → field types), `params`,
 //! `compile` (filters), `order` (sort and select), `error`.
-//!
-//! # Decisions
-//!
-//! **Encoding.** The query is percent-decoded once (invalid UTF-8 or a NUL is an error; `+` is
-//! not a space) and each *value* once more, because the SDK encodes values twice. Structure
-//! (`(`, `)`, `,`, `&`, `|`) must be written literally: one encoded only once (`%29`) is a syntax
-//! error, not a delimiter and not data. `=`, `<`, `>`, `!` and `'` count whether encoded or not,
-//! since URL encoders escape `<`, `>` and `'`. Field and operator names are decoded only once.
-//!
-//! **Syntax.** `&` binds tighter than `|`; parentheses group (`(a=1|b=2)&c=3`), also inside
-//! arguments (`and(a=1|b=2,c=3)`). `(a,b)` is an array value, flattened into `in`/`out`. FIQL:
-//! `f=v`, `f==v`, `f!=v`, `f<v`, `f<=v`, `f>v`, `f>=v`, `f=op=v`. `'quoted'` text is always a
-//! string; a quote inside a word (`O'Brien`) is data. Values may be empty (`eq(f,)`). Limits:
-//! [`MAX_QUERY_BYTES`] of raw query and [`MAX_DEPTH`] open parentheses; past them, an error.
-//!
-//! **Result shaping.** `select`, `sort`, `limit` and `skipCount`/`skip_count` are accepted only
-//! at the top level (the top `&` chain or a top-level `and(…)`); elsewhere they are errors. When
-//! repeated, the last one wins (`limit(5,1)&limit(7)` has no offset). `limit` counts and offsets
-//! are non-negative integers. `select()` with no field is an error.
-//!
-//! **Values.** Prefixes `string:`, `number:`, `boolean:`, `date:`, `isodate:` and `epoch:`
-//! (milliseconds) are recognised as written, before the second decoding, so a `:` the SDK
-//! encoded is data. An unknown prefix (`env:prod`) is just text. Unprefixed values are `true`,
-//! `false`, `null`, a number when written canonically (`12`, `-3.5`; not `1.0`, `01`, `1e3`, as
-//! in the reference), otherwise text. The field's kind then decides: text fields take the text
-//! as written; integer fields accept whole numbers, also from text (`"007"`); timestamps accept
-//! ISO-8601/RFC 3339 with or without fraction, with `Z` or an offset, without a zone (UTC) or a
-//! bare date (midnight UTC), and `epoch:`; not plain numbers. A value of the wrong type is an
-//! error naming the field.
-//!
-//! **Missing values** follow the reference's document-store semantics: `eq(f,null)` is
-//! `IS NULL`, `ne(f,null)` `IS NOT NULL`; `ne`, `out` and `excludes` also match rows where the
-//! field is NULL; `gt`/`lt`… with null is an error. `in(f,a,null)` also matches NULL. `in()`
-//! matches nothing (`FALSE`), `out()` everything (`TRUE`).
-//!
-//! **Text arrays.** `eq`/`ne` test membership; `gt`… compare "some element"; `in` overlaps
-//! (`&&`), `out` does not; `like` matches any element; `contains(f)` means non-empty.
-//! `contains(tags, cond…)` ranges over the elements, which the conditions call by the array's
-//! own name: `contains(tags,like(tags,a*),ne(tags,ab))`.
-//!
-//! **JSON** (`data.a.b`, path bound as `text[]` to `#>`): `eq` is `@>`, so equality for a
-//! scalar and membership for an array; `gt`/`ge`/`lt`/`le` only match values of the query
-//! value's JSON type (numbers numerically, strings as text, dates as their ISO string);
-//! `like` matches the text of a scalar or of any array element; `eq(data.x,null)` matches JSON
-//! null or a missing key; `contains(data.x)` means present, not null and not `[]`;
-//! `contains(data.list, cond…)` means some element satisfies the conditions, whose fields are
-//! paths inside the element (nestable). Sorting on a JSON path orders by `#>` with the path as a
-//! quoted literal, allowed only for segments of `[A-Za-z0-9_-]`; other segments are an error.
-//!
-//! **`like`** is case-insensitive (`ILIKE`); `*` is the wildcard and a pattern without `*`
-//! matches anywhere; `%`, `_` and `\` in the pattern are literal. `like` on a non-text, non-array,
-//! non-JSON field is an error. The escape clause is `ESCAPE E'\\'`, which means a backslash
-//! whatever `standard_conforming_strings` is.
-//!
-//! **SQL.** Every placeholder is cast to its parameter's type (`$2::bigint`), appears once and
-//! is numbered in text order from `first_param`. Sub-queries use aliases `rql_N`, unique per
-//! filter. `ORDER BY` terms bind nothing; columns sort with PostgreSQL's default NULL placement.
-//!
-//! **Errors** are [`RqlError`]s whose messages are meant for API users; syntax errors give the
-//! 1-based byte position in the query as received. Quoted user text is cut to 64 characters.
 
 mod coerce;
 mod compile;
@@ -199,7 +137,7 @@ mod tests {
 
     use super::*;
 
-    /// The sample resource of the module's tests.
+    /// The sample resource of the crate's tests.
     pub(super) static SCHEMA: Schema = Schema {
         fields: &[
             Field {

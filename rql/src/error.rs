@@ -1,4 +1,4 @@
-//! The one error type of the module. Its messages are shown to API users as they are, so each
+//! The one error type of the crate. Its messages are shown to API users as they are, so each
 //! says what is wrong and, where the parser knows it, where.
 
 /// Longest piece of user text quoted back in a message, so an error stays readable (and small)

@@ -1,4 +1,6 @@
-//! Running one claimed task: look up its function, invoke it, store logs and the outcome.
+//! Runs what the consumer hands over, each in its slot: a claimed task (look up its function,
+//! invoke it, store logs and the outcome) or an API-function call (invoke it, answer the
+//! caller, store the request's logs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -6,18 +8,18 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use common::amqp::{ApiInvocation, ApiOutcome};
 use common::db::lifecycle::{Claimed, Completion, FailOutcome, Fence};
-use common::db::task_logs::LogLine;
 use common::db::{ApiRequests, Functions, Lifecycle, StoreError, text};
+use common::domain::LogLine;
 use common::domain::{FunctionDefinition, Runtime, Task, TaskError, TaskStatus};
-use common::metrics::Metrics;
+use common::messages::{ApiInvocation, ApiOutcome};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::completions::Completions;
-use crate::definitions::Definitions;
+use crate::definition_cache::DefinitionCache;
+use crate::metrics::Metrics;
 use crate::patience::patiently;
 use crate::runtime::RuntimePool;
 use crate::runtime::code_cache::CODE_RELEASED;
@@ -28,9 +30,9 @@ pub const MAX_RESULT_BYTES: usize = 256 * 1024;
 
 /// The attempts this worker is running, whose leases it renews.
 #[derive(Clone, Default)]
-pub struct Running(Arc<Mutex<HashSet<(String, i32)>>>);
+pub struct RunningAttempts(Arc<Mutex<HashSet<(String, i32)>>>);
 
-impl Running {
+impl RunningAttempts {
     fn add(&self, id: &str, attempt: i32) {
         if let Ok(mut set) = self.0.lock() {
             set.insert((id.to_owned(), attempt));
@@ -96,18 +98,19 @@ impl ReplyTo {
     }
 }
 
-pub struct Executor {
+/// Runs claimed tasks and API-function calls for every slot of the consumer.
+pub struct Runner {
     pub functions: Functions,
-    pub(crate) definitions: Definitions,
+    pub(crate) definitions: DefinitionCache,
     pub api_requests: ApiRequests,
     pub lifecycle: Lifecycle,
     pub completions: Completions,
     pub runtimes: RuntimePool,
-    pub running: Running,
+    pub running: RunningAttempts,
     pub metrics: Arc<Metrics>,
 }
 
-impl Executor {
+impl Runner {
     /// Runs a claimed task in its slot; every log line it produces carries the task id and
     /// function. The slot is given back as soon as the function has returned: storing the
     /// outcome needs no runtime process, and is batched with other attempts'.
@@ -249,8 +252,9 @@ impl Executor {
             outcome => {
                 if let FailOutcome::Retried(_) = outcome {
                     self.finished(function_name, "retried");
-                    self.metrics.retries.inc();
+                    self.metrics.shared.retries.inc();
                     self.metrics
+                        .shared
                         .tasks_created
                         .with_label_values(&["retry"])
                         .inc();
