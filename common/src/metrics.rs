@@ -2,7 +2,7 @@
 //! registry (tests run several processes' worth in one binary) and serves [`Metrics::render`]
 //! at `/metrics`. This module holds the metrics the scheduler counts or both binaries do, and
 //! the helpers with which a binary registers its own in the same registry (the worker's
-//! attempts and runtime processes). What each metric means is listed in the README.
+//! attempts and runtime processes). What each metric means is listed in docs/operations.md.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,

@@ -92,7 +92,7 @@ pub enum Requirement {
 }
 
 /// The requirement of every route, keyed by method and route pattern. One table, so the
-/// README's permissions table and the code cannot drift apart unnoticed (a test walks it).
+/// permissions table of docs/security.md and the code cannot drift apart unnoticed (a test walks it).
 pub fn requirement(method: &str, route: &str) -> Requirement {
     use Permission::*;
     // The router answers HEAD with the GET handler (its status and `Content-Length` tell what
