@@ -1,5 +1,5 @@
 //! Status changes of tasks once created, shared by workers (claim, complete, fail) and the
-//! scheduler (zombies, tasks of deleted functions). Every write after the claim is fenced by
+//! scheduler (cancels, zombies, tasks of deleted functions): every transition is here. Every write after the claim is fenced by
 //! the attempt number, so a slow worker can never overwrite a newer attempt. A task fails for
 //! good in one place, [`fail_for_good`], which also writes its `task_failed` event.
 //!
@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 use super::StoreError;
 use super::log_lines::LogColumns;
 use super::task_logs::TASK_LOGS;
-use super::tasks::{DirectTaskRow, task_from_row};
+use super::tasks::{DirectTaskRow, parse_status, task_from_row};
 use super::text::storable_text;
-use crate::domain::{LogLine, RetryPolicy, Task, TaskError, TaskErrorType, TaskSource};
+use crate::domain::{LogLine, RetryPolicy, Task, TaskError, TaskErrorType, TaskSource, TaskStatus};
 use crate::id::ObjectId;
 use crate::messages::DirectTask;
 
@@ -72,6 +72,14 @@ pub enum FailOutcome {
     Stale,
 }
 
+/// What became of a request to cancel a task.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Canceled,
+    NotCancelable(TaskStatus),
+    NotFound,
+}
+
 #[derive(Clone)]
 pub struct Lifecycle {
     pool: Pool,
@@ -80,6 +88,53 @@ pub struct Lifecycle {
 impl Lifecycle {
     pub fn new(pool: Pool) -> Self {
         Lifecycle { pool }
+    }
+
+    /// Cancels a task that has not started; only `new` tasks can be canceled.
+    pub async fn cancel(&self, id: &ObjectId) -> Result<CancelOutcome, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "WITH target AS (SELECT id, status FROM tasks WHERE id = $1), \
+                 canceled AS ( \
+                   UPDATE tasks SET status = 'canceled', status_changed_timestamp = $2, \
+                     update_timestamp = $2 \
+                   WHERE id = $1 AND status = 'new' RETURNING id) \
+                 SELECT target.status, EXISTS (SELECT 1 FROM canceled) FROM target",
+            )
+            .await?;
+        let now = crate::time::now();
+        let Some(row) = client
+            .query_opt(&statement, &[&id.to_string(), &now])
+            .await?
+        else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if row.try_get::<_, bool>(1)? {
+            return Ok(CancelOutcome::Canceled);
+        }
+        let status: String = row.try_get(0)?;
+        Ok(CancelOutcome::NotCancelable(parse_status(&status)?))
+    }
+
+    /// Stores the task of a direct execution whose caller stopped waiting as `canceled`,
+    /// unless a worker stored (so started) it already; then no worker can start it later.
+    /// Says whether it was canceled.
+    pub async fn cancel_direct(&self, task: &DirectTask) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, \
+                   start_timestamp, priority, created_by_application_id, created_by_user_id, \
+                   source, creation_timestamp, update_timestamp) \
+                 VALUES ($1, $2, 'canceled', $6, $3, $7, 0, $4, $5, 'direct', $7, $6) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await?;
+        let inserted = client
+            .execute(&statement, &DirectTaskRow::of(task).params())
+            .await?;
+        Ok(inserted == 1)
     }
 
     /// `new → inProgress` for those of `task_ids` still `new` and due, each with a fresh

@@ -82,13 +82,6 @@ pub struct Created {
     pub dispatched: bool,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum CancelOutcome {
-    Canceled,
-    NotCancelable(TaskStatus),
-    NotFound,
-}
-
 /// A create waiting to be stored (with whether its creator publishes it), and where its
 /// answer goes.
 type PendingInsert = (
@@ -141,26 +134,6 @@ impl Tasks {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// Stores the task of a direct execution whose caller stopped waiting as `canceled`,
-    /// unless a worker stored (so started) it already; then no worker can start it later.
-    /// Says whether it was canceled.
-    pub async fn cancel_direct(&self, task: &DirectTask) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO tasks (id, function_name, status, status_changed_timestamp, data, \
-                   start_timestamp, priority, created_by_application_id, created_by_user_id, \
-                   source, creation_timestamp, update_timestamp) \
-                 VALUES ($1, $2, 'canceled', $6, $3, $7, 0, $4, $5, 'direct', $7, $6) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .await?;
-        let inserted = client
-            .execute(&statement, &DirectTaskRow::of(task).params())
-            .await?;
-        Ok(inserted == 1)
-    }
-
     pub async fn find(&self, id: &ObjectId) -> Result<Option<Task>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
@@ -182,33 +155,6 @@ impl Tasks {
             task_from_row,
         )
         .await
-    }
-
-    /// Cancels a task that has not started; only `new` tasks can be canceled.
-    pub async fn cancel(&self, id: &ObjectId) -> Result<CancelOutcome, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "WITH target AS (SELECT id, status FROM tasks WHERE id = $1), \
-                 canceled AS ( \
-                   UPDATE tasks SET status = 'canceled', status_changed_timestamp = $2, \
-                     update_timestamp = $2 \
-                   WHERE id = $1 AND status = 'new' RETURNING id) \
-                 SELECT target.status, EXISTS (SELECT 1 FROM canceled) FROM target",
-            )
-            .await?;
-        let now = crate::time::now();
-        let Some(row) = client
-            .query_opt(&statement, &[&id.to_string(), &now])
-            .await?
-        else {
-            return Ok(CancelOutcome::NotFound);
-        };
-        if row.try_get::<_, bool>(1)? {
-            return Ok(CancelOutcome::Canceled);
-        }
-        let status: String = row.try_get(0)?;
-        Ok(CancelOutcome::NotCancelable(parse_status(&status)?))
     }
 }
 
@@ -367,7 +313,7 @@ async fn insert_all(
     Ok(ids.iter().map(|id| stored.remove(id)).collect())
 }
 
-fn parse_status(text: &str) -> Result<TaskStatus, StoreError> {
+pub(super) fn parse_status(text: &str) -> Result<TaskStatus, StoreError> {
     TaskStatus::parse(text)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown task status `{text}`")))
 }

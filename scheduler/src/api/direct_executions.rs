@@ -85,7 +85,7 @@ pub async fn execute(
         Ok(answer) => answer,
         Err(error) => {
             // Never let an execution the caller was told failed run later.
-            if let Err(cancel_error) = state.tasks.cancel_direct(&execution.execute).await {
+            if let Err(cancel_error) = state.lifecycle.cancel_direct(&execution.execute).await {
                 tracing::warn!(task_id = %task_id, error = %cancel_error, "could not cancel an unanswered execution");
             }
             return Err(ApiError::LambdaInvocation {

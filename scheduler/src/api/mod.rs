@@ -38,7 +38,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use common::db::{ApiRequests, Functions, TaskLogs, Tasks};
+use common::db::{ApiRequests, Functions, Lifecycle, TaskLogs, Tasks};
 
 use crate::db::{Schedules, Triggers};
 
@@ -61,6 +61,8 @@ pub struct AppState {
     /// function write.
     pub definitions: DefinitionCache,
     pub tasks: Tasks,
+    /// Status changes the API makes: cancels.
+    pub lifecycle: Lifecycle,
     pub logs: TaskLogs,
     pub schedules: Schedules,
     pub triggers: Triggers,
@@ -90,6 +92,7 @@ impl AppState {
             functions: definitions.store().clone(),
             definitions,
             tasks,
+            lifecycle: Lifecycle::new(pool.clone()),
             logs: TaskLogs::new(pool.clone()),
             schedules: Schedules::new(pool.clone()),
             triggers: Triggers::new(pool.clone()),

@@ -6,8 +6,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use common::db::lifecycle::CancelOutcome;
 use common::db::task_logs::LOG_SCHEMA;
-use common::db::tasks::{CancelOutcome, NewTask, TASK_SCHEMA};
+use common::db::tasks::{NewTask, TASK_SCHEMA};
 use common::domain::LogLine;
 use common::domain::{Priority, Task, TaskSource, TaskStatus, task};
 use common::id::ObjectId;
@@ -124,7 +125,7 @@ pub async fn cancel(
     _body: OptionalJsonObject,
 ) -> Result<Json<AffectedRecords>, ApiError> {
     let id = parse_id(&task_id)?;
-    match state.tasks.cancel(&id).await? {
+    match state.lifecycle.cancel(&id).await? {
         CancelOutcome::Canceled => Ok(Json(AffectedRecords::new(1))),
         CancelOutcome::NotCancelable(status) => Err(ApiError::IllegalState(format!(
             "Only a task with status `new` can be canceled; this one is `{}`",
