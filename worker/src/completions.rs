@@ -6,7 +6,7 @@ use common::db::lifecycle::Completion;
 use common::db::{Lifecycle, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::patience::patiently;
+use common::db::patiently;
 
 /// Most completions written in one transaction.
 const MAX_BATCH: usize = 256;

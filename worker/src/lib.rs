@@ -10,7 +10,6 @@ pub mod config;
 pub mod consumer;
 mod definition_cache;
 pub mod metrics;
-mod patience;
 pub mod runner;
 pub mod runtime;
 pub mod startup;

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::completions::Completions;
 use crate::definition_cache::DefinitionCache;
 use crate::metrics::Metrics;
-use crate::patience::patiently;
+use common::db::patiently;
 use crate::runtime::RuntimePool;
 use crate::runtime::code_cache::CODE_RELEASED;
 use crate::runtime::process::{FunctionSpec, InvocationResult};

@@ -1,7 +1,7 @@
 //! PostgreSQL: the connection pool and the migrations (of every table); a repository per table
 //! both binaries use, its queries beside it; `lifecycle`, the one owner of a task's status
 //! changes; and what repositories share: paged listing (`list`), the log tables (`log_lines`)
-//! and text PostgreSQL cannot store (`text`). The scheduler keeps the repositories of the
+//! and text PostgreSQL cannot store (`text`); `patience`, retrying through an outage. The scheduler keeps the repositories of the
 //! tables only it uses (schedules, triggers, the outbox it relays) and its dispatcher's queries.
 
 pub mod api_requests;
@@ -9,6 +9,7 @@ pub mod functions;
 pub mod lifecycle;
 pub mod list;
 mod log_lines;
+pub mod patience;
 pub mod task_logs;
 pub mod tasks;
 pub mod text;
@@ -25,6 +26,7 @@ pub use api_requests::ApiRequests;
 pub use functions::Functions;
 pub use lifecycle::Lifecycle;
 pub use list::{ListRequest, Page};
+pub use patience::patiently;
 pub use task_logs::TaskLogs;
 pub use tasks::Tasks;
 

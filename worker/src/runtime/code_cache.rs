@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::db::Functions;
+use common::db::{Functions, patiently};
 use common::domain::{TaskError, TaskErrorType};
 
 /// The error name of code no function uses any more, deleted from the database (a
@@ -64,9 +64,8 @@ impl CodeCache {
         if directory.is_dir() {
             return Ok(directory);
         }
-        let archive = self
-            .functions
-            .code(sha256)
+        // An attempt that owns its task waits out a database outage rather than failing it.
+        let archive = patiently("load the code of a function", || self.functions.code(sha256))
             .await
             .map_err(|e| invalid(format!("could not load the function code: {e}")))?
             .ok_or_else(|| TaskError {

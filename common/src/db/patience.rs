@@ -1,11 +1,13 @@
-//! Retrying database work through an outage, for attempts that own their task.
+//! Retrying database work through an outage, for work that must not give up at the first
+//! dropped connection: a worker's attempts that own their task (loading the function and its
+//! code, storing the outcome).
 
 use std::time::Duration;
 
-use common::db::StoreError;
+use super::StoreError;
 
-/// How long a running attempt keeps trying to reach the database (to load its function, to
-/// store its outcome) while it is unreachable.
+/// How long a running attempt keeps trying to reach the database (to load its function and
+/// code, to store its outcome) while it is unreachable.
 const STORE_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Runs a database operation until it succeeds, fails with an error that will not go away,
