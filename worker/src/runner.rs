@@ -20,10 +20,10 @@ use tracing::Instrument;
 use crate::completions::Completions;
 use crate::definition_cache::DefinitionCache;
 use crate::metrics::Metrics;
-use common::db::patiently;
 use crate::runtime::RuntimePool;
 use crate::runtime::code_cache::CODE_RELEASED;
 use crate::runtime::process::{FunctionSpec, InvocationResult};
+use common::db::patiently;
 
 /// Largest result a task may store.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
