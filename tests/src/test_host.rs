@@ -163,3 +163,28 @@ fn ip(arguments: &[&str]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A third-party API stub on a host of its own: answers every request with `status` and
+/// records each request line with whether it carried
+/// `Authorization: Bearer secret-token`. It serves until the returned server is dropped.
+pub fn third_party_stub(
+    status: u16,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    TestHostServer,
+) {
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = requests.clone();
+    let server = TestHost::create(&[]).serve(80, move |request| {
+        let first_line = request.lines().next().unwrap_or_default().to_owned();
+        let authorized = request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer secret-token");
+        if let Ok(mut recorded) = recorded.lock() {
+            recorded.push(format!("{first_line} auth={authorized}"));
+        }
+        http_response(status, "{}")
+    });
+    (format!("http://{}", server.address), requests, server)
+}

@@ -105,7 +105,7 @@ impl Client {
             "/functions",
             &json!({
                 "name": name, "runtime": "python3.11", "entryPoint": "handler.handle",
-                "code": harness::example_code("testing/noop"),
+                "code": harness::function_code("noop"),
             }),
         )
         .await?;
@@ -461,12 +461,12 @@ async fn cold(client: &Client, options: &Options) -> anyhow::Result<Vec<Value>> 
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     for runtime in [
-        ("python3.11", "testing/noop", "handler.handle"),
-        ("nodejs20.x", "testing/node-noop", "index.handler"),
+        ("python3.11", "noop", "handler.handle"),
+        ("nodejs20.x", "node-noop", "index.handler"),
     ] {
         let name = format!("loadgen-cold-{}", common::id::ObjectId::generate());
         client
-            .post("/functions", &json!({"name": name, "runtime": runtime.0, "entryPoint": runtime.2, "code": harness::example_code(runtime.1)}))
+            .post("/functions", &json!({"name": name, "runtime": runtime.0, "entryPoint": runtime.2, "code": harness::function_code(runtime.1)}))
             .await?;
         let mut cold_runtime = Vec::new();
         let mut warm_runtime = Vec::new();

@@ -756,7 +756,7 @@ async fn under_bubblewrap_a_function_sees_only_its_own_processes() {
     // The other runtimes work under bubblewrap too.
     app.create_function(
         "node-noop",
-        "testing/node-noop",
+        "node-noop",
         "nodejs20.x",
         "index.handler",
         json!({}),

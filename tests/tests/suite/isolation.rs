@@ -80,7 +80,7 @@ async fn a_task_whose_worker_is_killed_is_failed_as_a_zombie() {
     );
     app.create_function(
         "sleepy",
-        "testing/sleep",
+        "sleep",
         "python3.11",
         "handler.handle",
         json!({"timeLimit": 120}),

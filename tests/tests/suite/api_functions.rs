@@ -208,7 +208,7 @@ async fn api_functions_refuse_long_time_limits() {
     let app = TestScheduler::start().await;
     app.create_function(
         "slow",
-        "testing/noop",
+        "noop",
         "python3.11",
         "handler.handle",
         json!({"timeLimit": 60}),

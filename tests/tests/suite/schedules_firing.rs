@@ -26,14 +26,8 @@ async fn scheduled_slots(
 async fn an_interval_schedule_creates_one_task_per_slot_with_two_schedulers() {
     let app = TestScheduler::start().await;
     let (stop_replica, replica) = app.start_replica().await;
-    app.create_function(
-        "tick",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("tick", "noop", "python3.11", "handler.handle", json!({}))
+        .await;
     let (status, schedule) = app
         .post(
             "/tasks/v1/schedules",
@@ -73,14 +67,8 @@ async fn an_interval_schedule_creates_one_task_per_slot_with_two_schedulers() {
 #[tokio::test]
 async fn missed_slots_after_downtime_give_one_catch_up_task() {
     let app = TestScheduler::start().await;
-    app.create_function(
-        "daily",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("daily", "noop", "python3.11", "handler.handle", json!({}))
+        .await;
     let an_hour_ago = common::time::format(&(chrono::Utc::now() - chrono::Duration::minutes(61)));
     let (status, schedule) = app
         .post(
@@ -110,14 +98,8 @@ async fn missed_slots_after_downtime_give_one_catch_up_task() {
 #[tokio::test]
 async fn cron_schedules_fire_in_their_time_zone() {
     let app = TestScheduler::start().await;
-    app.create_function(
-        "cronned",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("cronned", "noop", "python3.11", "handler.handle", json!({}))
+        .await;
     let (status, schedule) = app
         .post("/tasks/v1/schedules", &json!({"cron": "*/1 * * * * *", "timezone": "Europe/Brussels", "functionName": "cronned"}))
         .await;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use harness::{
-    TestDatabase, TestScheduler, TestVhost, all_permissions, authorized_client, example_code,
-    free_address, publish_event, scheduler_binary_command, terminate, third_party_stub, token,
+    TestDatabase, TestScheduler, TestVhost, all_permissions, authorized_client, free_address,
+    function_code, publish_event, scheduler_binary_command, terminate, third_party_stub, token,
     wait_for_readiness,
 };
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
@@ -260,7 +260,7 @@ async fn a_trigger_on_task_failed_reacts_to_failures() {
     let worker = app.start_worker(2).await;
     app.create_function(
         "fails",
-        "testing/raise-error",
+        "raise-error",
         "python3.11",
         "handler.handle",
         json!({}),
@@ -407,7 +407,7 @@ async fn an_event_id_cannot_forge_a_line_of_the_schedulers_log() {
     let base = format!("http://{listen}");
     let http = authorized_client(&token(&all_permissions()));
     wait_for_readiness(&http, &base, 200).await;
-    let function = json!({"name": "fn", "code": example_code("testing/noop"),
+    let function = json!({"name": "fn", "code": function_code("noop"),
         "entryPoint": "handler.handle", "runtime": "python3.11"});
     let trigger = json!({"eventType": "ping", "functionName": "fn"});
     for (path, body) in [("functions", function), ("triggers", trigger)] {

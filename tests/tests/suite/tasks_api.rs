@@ -84,7 +84,7 @@ async fn priority_defaults_to_the_functions_default_priority() {
         .post(
             "/tasks/v1/functions",
             &json!({
-                "name": "prio", "code": harness::example_code("testing/noop"),
+                "name": "prio", "code": harness::function_code("noop"),
                 "entryPoint": "handler.handle", "runtime": "python3.11",
                 "executionOptions": {"defaultPriority": 42}
             }),

@@ -9,7 +9,7 @@ use serde_json::json;
 async fn start_sleep_task(app: &TestScheduler, seconds: f64) -> String {
     app.create_function(
         "sleepy",
-        "testing/sleep",
+        "sleep",
         "python3.11",
         "handler.handle",
         json!({"timeLimit": 60}),

@@ -442,7 +442,7 @@ async fn a_gateway_can_vouch_for_callers_with_headers() {
         .header("X-Forwarded-User", "admin")
         .header("X-Forwarded-Permissions", "CREATE_TASK_FUNCTION")
         .json(
-            &json!({"name": "fn", "code": harness::example_code("testing/noop"),
+            &json!({"name": "fn", "code": harness::function_code("noop"),
                       "entryPoint": "handler.handle", "runtime": "python3.11"}),
         )
         .send()

@@ -93,7 +93,7 @@ async fn python_node_and_provided_functions_complete_with_result_and_logs() {
     .await;
     app.create_function(
         "node-noop",
-        "testing/node-noop",
+        "node-noop",
         "nodejs20.x",
         "index.handler",
         json!({}),
@@ -109,7 +109,7 @@ async fn python_node_and_provided_functions_complete_with_result_and_logs() {
     .await;
     app.create_function(
         "lines",
-        "testing/log-lines",
+        "log-lines",
         "python3.11",
         "handler.handle",
         json!({}),
@@ -156,7 +156,7 @@ async fn failures_end_failed_with_their_error_and_one_task_failed_event() {
     let worker = app.start_worker(2).await;
     app.create_function(
         "raise",
-        "testing/raise-error",
+        "raise-error",
         "python3.11",
         "handler.handle",
         json!({}),
@@ -164,7 +164,7 @@ async fn failures_end_failed_with_their_error_and_one_task_failed_event() {
     .await;
     app.create_function(
         "syntax",
-        "testing/syntax-error",
+        "syntax-error",
         "python3.11",
         "handler.handle",
         json!({}),
@@ -172,7 +172,7 @@ async fn failures_end_failed_with_their_error_and_one_task_failed_event() {
     .await;
     app.create_function(
         "missing",
-        "testing/missing-handler",
+        "missing-handler",
         "python3.11",
         "handler.handle",
         json!({}),
@@ -180,7 +180,7 @@ async fn failures_end_failed_with_their_error_and_one_task_failed_event() {
     .await;
     app.create_function(
         "slow",
-        "testing/sleep",
+        "sleep",
         "python3.11",
         "handler.handle",
         json!({"timeLimit": 3}),
@@ -188,7 +188,7 @@ async fn failures_end_failed_with_their_error_and_one_task_failed_event() {
     .await;
     app.create_function(
         "hog",
-        "testing/alloc",
+        "alloc",
         "python3.11",
         "handler.handle",
         json!({"memoryLimit": 128}),
@@ -281,7 +281,7 @@ async fn a_retry_chain_of_three_with_2_5_10_second_spacing() {
     let worker = app.start_worker(1).await;
     app.create_function(
         "flaky",
-        "testing/raise-error",
+        "raise-error",
         "python3.11",
         "handler.handle",
         json!({
@@ -363,14 +363,8 @@ async fn a_retry_chain_of_three_with_2_5_10_second_spacing() {
 #[tokio::test]
 async fn backlog_starts_in_priority_then_start_time_order() {
     let app = TestScheduler::start_with(|config| config.dispatch.window = 1).await;
-    app.create_function(
-        "order",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("order", "noop", "python3.11", "handler.handle", json!({}))
+        .await;
     // The function is disabled while the backlog builds, so nothing starts early.
     app.post("/tasks/v1/functions/order/disable", &json!({}))
         .await;
@@ -427,14 +421,8 @@ async fn tasks_created_while_others_wait_start_by_priority() {
     // Tasks created due on an idle service go to the broker straight from their request; once
     // tasks wait, new ones must queue behind by priority like any other.
     let app = TestScheduler::start_with(|config| config.dispatch.window = 1).await;
-    app.create_function(
-        "queue",
-        "testing/sleep",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("queue", "sleep", "python3.11", "handler.handle", json!({}))
+        .await;
     let worker = app.start_worker(1).await;
     let (_, first) = app
         .post(
@@ -606,14 +594,8 @@ async fn a_busy_worker_hands_the_tasks_it_cannot_start_back_to_an_idle_one() {
         config.dispatch.tasks_per_message = 2;
     })
     .await;
-    app.create_function(
-        "long",
-        "testing/sleep",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("long", "sleep", "python3.11", "handler.handle", json!({}))
+        .await;
     let first = app.start_worker(1).await;
     let second = app.start_worker(1).await;
     // One message names both; whichever worker takes it can start only one.
@@ -724,14 +706,8 @@ async fn two_workers_never_run_the_same_attempt() {
 #[tokio::test]
 async fn tasks_of_a_deleted_function_fail_with_an_invocation_error() {
     let app = TestScheduler::start().await;
-    app.create_function(
-        "gone",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("gone", "noop", "python3.11", "handler.handle", json!({}))
+        .await;
     let (_, task) = app
         .post("/tasks/v1", &json!({"functionName": "gone", "startTimestamp": common::time::format(&(chrono::Utc::now() + chrono::Duration::seconds(1)))}))
         .await;
@@ -778,7 +754,7 @@ async fn warm_processes_are_reused_and_oversized_results_fail_the_task() {
 
     app.create_function(
         "big",
-        "testing/big-result",
+        "big-result",
         "python3.11",
         "handler.handle",
         json!({}),

@@ -1,13 +1,13 @@
 //! `/tasks/v1/functions` against a real scheduler and Postgres.
 
-use harness::{TestScheduler, base64, example_code, zip_files};
+use harness::{TestScheduler, base64, function_code, zip_files};
 use serde_json::{Value, json};
 
 fn function_body(name: &str) -> Value {
     json!({
         "name": name,
         "description": "adds numbers",
-        "code": example_code("testing/noop"),
+        "code": function_code("noop"),
         "entryPoint": "handler.handle",
         "runtime": "python3.12",
         "timeLimit": 60,
@@ -65,7 +65,7 @@ async fn create_get_list_update_delete() {
     app.post(
         "/tasks/v1/functions",
         &json!({
-            "name": "second", "code": example_code("testing/noop"),
+            "name": "second", "code": function_code("noop"),
             "entryPoint": "handler.handle", "runtime": "nodejs20.x"
         }),
     )

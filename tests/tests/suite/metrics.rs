@@ -19,17 +19,11 @@ async fn scrape(http: &reqwest::Client, base: &str) -> String {
 async fn counters_and_histograms_move_as_tasks_run() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(2).await;
-    app.create_function(
-        "ok",
-        "testing/noop",
-        "python3.11",
-        "handler.handle",
-        json!({}),
-    )
-    .await;
+    app.create_function("ok", "noop", "python3.11", "handler.handle", json!({}))
+        .await;
     app.create_function(
         "bad",
-        "testing/raise-error",
+        "raise-error",
         "python3.11",
         "handler.handle",
         json!({}),

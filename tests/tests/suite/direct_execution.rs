@@ -17,7 +17,7 @@ async fn direct_execution_returns_the_result_and_each_error() {
     .await;
     app.create_function(
         "raise",
-        "testing/raise-error",
+        "raise-error",
         "python3.11",
         "handler.handle",
         json!({
@@ -27,7 +27,7 @@ async fn direct_execution_returns_the_result_and_each_error() {
     .await;
     app.create_function(
         "syntax",
-        "testing/syntax-error",
+        "syntax-error",
         "python3.11",
         "handler.handle",
         json!({}),
@@ -35,7 +35,7 @@ async fn direct_execution_returns_the_result_and_each_error() {
     .await;
     app.create_function(
         "long",
-        "testing/noop",
+        "noop",
         "python3.11",
         "handler.handle",
         json!({"timeLimit": 60}),
@@ -148,7 +148,7 @@ async fn an_unanswered_direct_execution_is_canceled_and_never_runs_later() {
     let app = TestScheduler::start().await;
     app.create_function(
         "quick",
-        "testing/noop",
+        "noop",
         "python3.11",
         "handler.handle",
         json!({"timeLimit": 3}),
