@@ -1,7 +1,7 @@
 //! The fault-injection suite: the real binaries on a PostgreSQL and a RabbitMQ of the suite's
 //! own, under load, while workers and schedulers are killed, the broker and the database are
 //! restarted, poison is injected and workers are rolled. Each scenario prints one figure line
-//! and must lose no task and complete none twice (see the README's Reliability section).
+//! and must lose no task and complete none twice (see docs/reliability.md).
 //!
 //! `FAULTS_SOAK=1` runs thousands of tasks with longer fault windows; `FAULTS_ONLY=a,b` runs
 //! only the named scenarios.
