@@ -76,7 +76,7 @@ impl Default for DispatchConfig {
             batch: 256,
             tasks_per_message: 8,
             redispatch_after_ms: 30_000,
-            max_sleep_ms: 5_000,
+            max_sleep_ms: 15_000,
             sweep_interval_ms: 5_000,
         }
     }

@@ -71,6 +71,8 @@ impl Application {
         let wakeups = Wakeups {
             dispatch: dispatch.clone(),
             outbox: Arc::default(),
+            schedules: Arc::default(),
+            functions_changed: Arc::default(),
             definitions: DefinitionCache::new(Functions::new(pool.clone(), secrets)),
         };
         Ok(Application {
@@ -119,7 +121,11 @@ impl Application {
             wakeups.clone(),
         ));
         loops.spawn(self.dispatcher.run(stopped.clone()));
-        loops.spawn(orphans::run(self.orphans, stopped.clone()));
+        loops.spawn(orphans::run(
+            self.orphans,
+            wakeups.functions_changed.clone(),
+            stopped.clone(),
+        ));
         loops.spawn(sweeper::run(
             Lifecycle::new(self.pool.clone()),
             metrics.clone(),
@@ -139,6 +145,7 @@ impl Application {
             Schedules::new(self.pool.clone()),
             metrics.clone(),
             wakeups.dispatch.clone(),
+            wakeups.schedules.clone(),
             stopped.clone(),
         ));
         loops.spawn(outbox_relay::run(

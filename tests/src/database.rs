@@ -67,6 +67,28 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Transactions committed or rolled back in this database so far, as PostgreSQL counts
+    /// them (a statement outside a transaction block is one). Read from another database, so
+    /// the reading is not counted; a backend's counts reach the view within about a second
+    /// of its last transaction.
+    pub async fn transactions(&self) -> i64 {
+        let admin = format!("{}/postgres", self.server);
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the postgres database");
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = $1",
+                &[&self.name],
+            )
+            .await
+            .expect("read the database's statistics")
+            .get(0)
+    }
+}
+
 impl Default for TestDatabase {
     fn default() -> Self {
         Self::new()

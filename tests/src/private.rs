@@ -216,14 +216,41 @@ impl PrivatePostgres {
     }
 
     pub fn resume(&mut self) {
+        // pg_stat_statements counts the statements a test's services run, exactly and at once
+        // (the database statistics reach their view up to seconds late).
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 \
+             -c shared_preload_libraries=pg_stat_statements \
+             -c pg_stat_statements.track_utility=off",
             self.port,
             self.directory.display()
         );
         self.pg_ctl(&["-o", &options, "-w", "start"]);
         self.running = true;
         wait_for_port(self.port, true);
+    }
+
+    /// Statements run in `database` so far (not counting `BEGIN`, `COMMIT` and other
+    /// utility statements), as pg_stat_statements counts them.
+    pub async fn statements(&self, database: &str) -> i64 {
+        let url = format!("{}/postgres", self.server_url());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the private server");
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .expect("pg_stat_statements is available");
+        client
+            .query_one(
+                "SELECT COALESCE(sum(calls), 0)::int8 FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)",
+                &[&database],
+            )
+            .await
+            .expect("read pg_stat_statements")
+            .get(0)
     }
 
     pub fn stop(&mut self) {

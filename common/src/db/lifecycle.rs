@@ -26,6 +26,7 @@ use super::text::storable_text;
 use crate::domain::{LogLine, RetryPolicy, Task, TaskError, TaskErrorType, TaskSource, TaskStatus};
 use crate::id::ObjectId;
 use crate::messages::DirectTask;
+use tokio_postgres::types::Type;
 
 /// Waits before retry 1, 2 and 3; after the third retry a task fails for good.
 pub const RETRY_DELAYS: [Duration; 3] = [
@@ -429,13 +430,15 @@ impl Lifecycle {
         grace: Duration,
     ) -> Result<Vec<(String, i32, String)>, StoreError> {
         let client = self.pool.get().await?;
+        // Typed parameters: one round trip and one transaction. The sweeper runs this every
+        // few seconds for ever, and a query that is prepared first costs two of each.
         let rows = client
-            .query(
+            .query_typed(
                 "SELECT id, attempt, function_name FROM tasks \
                  WHERE status = 'inProgress' AND lease_expires_at < now() \
                    AND pg_postmaster_start_time() < now() - $2 * interval '1 second' \
                  ORDER BY lease_expires_at LIMIT $1",
-                &[&limit, &grace.as_secs_f64()],
+                &[(&limit, Type::INT8), (&grace.as_secs_f64(), Type::FLOAT8)],
             )
             .await?;
         rows.iter()

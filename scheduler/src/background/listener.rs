@@ -1,5 +1,6 @@
-//! Postgres LISTEN: wakes the dispatcher and the outbox relay as soon as there is work,
-//! instead of making them poll, and tells the definition cache when a function changed.
+//! Postgres LISTEN: wakes the dispatcher, the outbox relay, the schedules loop and the check
+//! for tasks of deleted functions as soon as there is work, instead of making them poll, and
+//! tells the definition cache when a function changed.
 //! Reconnects by itself; while it is down the loops fall back on their timers and the cache
 //! keeps nothing.
 
@@ -19,13 +20,29 @@ use crate::dispatch::DispatchHandle;
 pub const TASKS_CHANNEL: &str = "tasks_changed";
 /// Notified when events are written to the outbox.
 pub const OUTBOX_CHANNEL: &str = "outbox";
+/// Notified when a schedule is created.
+pub const SCHEDULES_CHANNEL: &str = "schedules_created";
 
 /// What the notifications reach: the loops they wake, and the cache they keep fresh.
 #[derive(Clone)]
 pub struct Wakeups {
     pub dispatch: DispatchHandle,
     pub outbox: Arc<Notify>,
+    pub schedules: Arc<Notify>,
+    /// Woken with the definition cache when a function changes: the check for tasks of
+    /// deleted functions.
+    pub functions_changed: Arc<Notify>,
     pub definitions: DefinitionCache,
+}
+
+impl Wakeups {
+    /// One pass of each loop, for what happened while nobody listened.
+    fn wake_all(&self) {
+        self.dispatch.wake();
+        self.outbox.notify_one();
+        self.schedules.notify_one();
+        self.functions_changed.notify_one();
+    }
 }
 
 /// Listens until the process ends.
@@ -37,9 +54,7 @@ pub async fn run(database_url: String, wakeups: Wakeups) {
             Err(error) => reconnect.failed(&error),
         };
         wakeups.definitions.set_listening(false);
-        // Whatever was missed while disconnected is picked up by one pass of each loop.
-        wakeups.dispatch.wake();
-        wakeups.outbox.notify_one();
+        wakeups.wake_all();
         tokio::time::sleep(wait).await;
     }
 }
@@ -59,7 +74,11 @@ async fn listen(
                 match notification.channel() {
                     TASKS_CHANNEL => targets.dispatch.wake(),
                     OUTBOX_CHANNEL => targets.outbox.notify_one(),
-                    FUNCTIONS_CHANNEL => targets.definitions.forget_all(),
+                    SCHEDULES_CHANNEL => targets.schedules.notify_one(),
+                    FUNCTIONS_CHANNEL => {
+                        targets.definitions.forget_all();
+                        targets.functions_changed.notify_one();
+                    }
                     _ => {}
                 }
             }
@@ -68,10 +87,13 @@ async fn listen(
     });
     client
         .batch_execute(&format!(
-            "LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL}; LISTEN {FUNCTIONS_CHANNEL};"
+            "LISTEN {TASKS_CHANNEL}; LISTEN {OUTBOX_CHANNEL}; LISTEN {SCHEDULES_CHANNEL}; \
+             LISTEN {FUNCTIONS_CHANNEL};"
         ))
         .await?;
     wakeups.definitions.set_listening(true);
+    // What changed before this connection listened is picked up by one pass of each loop.
+    wakeups.wake_all();
     reconnect.connected();
     let outcome = pump.await.unwrap_or(Ok(()));
     drop(client);

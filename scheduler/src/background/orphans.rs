@@ -4,16 +4,28 @@
 
 use std::time::Duration;
 
-use common::db::Lifecycle;
-use tokio::sync::watch;
+use std::sync::Arc;
 
-/// Looks every second (less often while a large backlog makes the check slow), until `stop`.
+use common::db::Lifecycle;
+use tokio::sync::{Notify, watch};
+
+/// How often the check runs when no function changes: a task of a function deleted earlier
+/// that falls due later (it was not due at the deletion) waits at most this long.
+const INTERVAL: Duration = Duration::from_secs(10);
+
+/// Looks when `functions_changed` is notified (a function was deleted, say) and every
+/// [`INTERVAL`] (less often while a large backlog makes the check slow), until `stop`.
 /// `lifecycle` is on a [`common::db::queue_pool`], as the search reads the due tasks.
-pub async fn run(lifecycle: Lifecycle, mut stop: watch::Receiver<bool>) {
-    let mut wait = Duration::from_secs(1);
+pub async fn run(
+    lifecycle: Lifecycle,
+    functions_changed: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut wait = INTERVAL;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = functions_changed.notified() => {}
             _ = common::shutdown::stopped(&mut stop) => return,
         }
         let started = std::time::Instant::now();
@@ -22,6 +34,6 @@ pub async fn run(lifecycle: Lifecycle, mut stop: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(tasks = n, "failed tasks whose function was deleted"),
             Err(error) => tracing::warn!(%error, "checking for tasks of deleted functions failed"),
         }
-        wait = super::paced(Duration::from_secs(1), started.elapsed());
+        wait = super::paced(INTERVAL, started.elapsed());
     }
 }

@@ -30,7 +30,8 @@ pub async fn run(
             .await;
         let wait = match published {
             Ok(100) => continue,
-            Ok(_) => Duration::from_secs(5),
+            // Writes to the outbox notify the relay; the timer only covers a missed one.
+            Ok(_) => Duration::from_secs(30),
             Err(error) => {
                 tracing::warn!(%error, "publishing events failed, retrying");
                 Duration::from_secs(1)

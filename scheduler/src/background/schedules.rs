@@ -5,21 +5,24 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use common::metrics::Metrics;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::db::Schedules;
 use crate::dispatch::DispatchHandle;
 
-/// Longest sleep between two looks at the schedules; new schedules are picked up within it.
-const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// Longest sleep between two looks at the schedules. A new schedule wakes the loop through
+/// its database notification; this only bounds the wait while notifications are down.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Most schedules fired in one transaction.
 const BATCH: usize = 100;
 
-/// Fires due schedules until `stop`; `dispatch` wakes the dispatcher for the tasks created.
+/// Fires due schedules until `stop`, sleeping until the next one is due or `created` is
+/// notified (a schedule was created); `dispatch` wakes the dispatcher for the tasks created.
 pub async fn run(
     schedules: Schedules,
     metrics: Arc<Metrics>,
     dispatch: DispatchHandle,
+    created: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -53,6 +56,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = created.notified() => {}
             _ = common::shutdown::stopped(&mut stop) => return,
         }
     }

@@ -5,7 +5,8 @@
 //! Postgres, the dispatcher lends the window's free room to the API (`fast_lane`).
 //!
 //! [`Dispatcher::run`] makes one pass after another: it fills the window, then sleeps until
-//! a task falls due ([`timer`]), workers take messages, or a [`DispatchHandle`] wakes it.
+//! a task falls due ([`timer`]), workers take messages from a full window, or a
+//! [`DispatchHandle`] wakes it.
 //! The `outlet` publishes what a pass or the fast lane marked dispatched.
 
 mod fast_lane;
@@ -29,7 +30,7 @@ use outlet::Outlet;
 pub use queries::DispatchQueries;
 use timer::PreciseTimer;
 
-/// How often the window is re-checked while workers take messages from it: they free room
+/// How often a full window is re-checked while workers take messages from it: they free room
 /// without telling the scheduler (a NOTIFY per claim would serialize every commit).
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
 /// The slowest re-check, reached by doubling while nobody takes the waiting messages (no
@@ -64,6 +65,13 @@ impl Dispatcher {
             let wait = match pass {
                 Ok(pass) => {
                     let wait = match pass.waiting {
+                        // Room matters only while due tasks wait in Postgres for it. With none
+                        // left, the next task due or submitted wakes the dispatcher: an idle
+                        // scheduler sleeps, however many messages still wait in the broker.
+                        Some(Waiting { left, .. }) if !pass.full => {
+                            left_waiting = Some(left);
+                            longest_sleep
+                        }
                         Some(Waiting { found, left }) => {
                             // Not asked, the broker had room enough: no reason to back off.
                             let taken = found.is_none_or(|found| {
@@ -145,6 +153,7 @@ impl Dispatcher {
             }
         }
         Ok(Pass {
+            full,
             // Room is left only when the window did not fill up, so every due task went out.
             free_room: (self.config.window - waiting).max(0),
             waiting: (waiting > 0).then_some(Waiting {
@@ -194,6 +203,8 @@ impl Dispatcher {
 
 /// What one dispatch pass leaves behind.
 struct Pass {
+    /// The window filled up: due tasks may still wait in Postgres for room.
+    full: bool,
     /// Room left in the window with no due task left in Postgres (zero when one is left).
     free_room: i64,
     /// Messages waiting in the broker, if any: workers taking them will free room.

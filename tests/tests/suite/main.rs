@@ -31,6 +31,7 @@ mod secrets;
 
 // Running the service: processes, metrics, outages.
 mod drain;
+mod idle;
 mod local_run;
 mod metrics;
 mod prometheus;

@@ -120,28 +120,14 @@ async fn the_openapi_document_describes_every_endpoint() {
     app.stop().await;
 }
 
-/// Transactions the service ran in its database so far (the server's own count).
-async fn transactions(app: &TestScheduler) -> i64 {
-    app.database
-        .connect()
-        .await
-        .query_one(
-            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn an_idle_service_leaves_the_database_alone() {
     let app = TestScheduler::start().await;
     let worker = app.start_worker(2).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let before = transactions(&app).await;
+    let before = app.database.transactions().await;
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    let during = transactions(&app).await - before;
+    let during = app.database.transactions().await - before;
     // Periodic checks (schedules, sweeper, relay, gauges) cost a few transactions a second;
     // a loop that never sleeps costs hundreds.
     assert!(
