@@ -19,6 +19,41 @@ pub struct SchedulerConfig {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub secrets: SecretsConfig,
+    pub retention: RetentionConfig,
+}
+
+/// What the scheduler deletes as it ages (see docs/operations.md, Retention).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Finished tasks (with their logs) and API requests (with theirs) older than this many
+    /// days are deleted; 0 keeps everything.
+    pub days: u32,
+    /// How often the scheduler looks for what has aged out.
+    pub interval_ms: u64,
+    /// Most tasks, or API requests, one deleting transaction removes.
+    pub batch: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            days: 30,
+            interval_ms: 600_000,
+            batch: 1_000,
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.max(1))
+    }
+
+    /// At least one row per transaction, and few enough to hold no lock for long.
+    pub fn batch(&self) -> i64 {
+        self.batch.clamp(1, 10_000)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

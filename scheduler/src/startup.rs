@@ -21,9 +21,9 @@ use crate::api::requester::Requester;
 use crate::api::{self, AppState, server};
 use crate::background::listener::{self, Wakeups};
 use crate::background::triggers::EventConsumer;
-use crate::background::{gauges, orphans, outbox_relay, schedules, sweeper};
+use crate::background::{gauges, orphans, outbox_relay, retention, schedules, sweeper};
 use crate::config::SchedulerConfig;
-use crate::db::{Outbox, Schedules, Triggers};
+use crate::db::{Outbox, Retention, Schedules, Triggers};
 use crate::dispatch::{DispatchQueries, Dispatcher};
 
 pub struct Application {
@@ -146,6 +146,11 @@ impl Application {
             metrics.clone(),
             wakeups.dispatch.clone(),
             wakeups.schedules.clone(),
+            stopped.clone(),
+        ));
+        loops.spawn(retention::run(
+            Retention::new(self.pool.clone()),
+            self.config.retention.clone(),
             stopped.clone(),
         ));
         loops.spawn(outbox_relay::run(

@@ -5,6 +5,7 @@ pub mod gauges;
 pub mod listener;
 pub mod orphans;
 pub mod outbox_relay;
+pub mod retention;
 pub mod schedules;
 pub mod sweeper;
 pub mod triggers;

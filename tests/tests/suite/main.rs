@@ -37,4 +37,5 @@ mod metrics;
 mod prometheus;
 mod reconnection;
 mod restarts;
+mod retention;
 mod service;
