@@ -19,7 +19,7 @@ use crate::secrets::SecretBox;
 
 const COLUMNS: &str = "name, description, enabled, entry_point, runtime, time_limit, memory_limit, \
     environment_variables, permission_mode, default_priority, retry_enabled, errors_to_retry, \
-    code_sha256, version, creation_timestamp, update_timestamp";
+    code_sha256, version, creation_timestamp, update_timestamp, retention_days";
 
 /// One line of `GET /functions`.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ impl Functions {
             .query_one(
                 &format!(
                     "INSERT INTO functions ({COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nextval('function_versions'), $14, $14) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nextval('function_versions'), $14, $14, $15) \
                      RETURNING {COLUMNS}"
                 ),
                 &[
@@ -73,6 +73,7 @@ impl Functions {
                     &function.retry_policy.errors_to_retry,
                     &code.sha256,
                     &crate::time::now(),
+                    &function.execution_options.retention_days,
                 ],
             )
             .await?;
@@ -131,7 +132,7 @@ impl Functions {
                  runtime = $5, time_limit = $6, memory_limit = $7, environment_variables = $8, \
                  permission_mode = $9, default_priority = $10, retry_enabled = $11, \
                  errors_to_retry = $12, code_sha256 = $13, version = nextval('function_versions'), \
-                 update_timestamp = $14 \
+                 update_timestamp = $14, retention_days = $15 \
                  WHERE name = $1",
                 &[
                     &function.name.as_str(),
@@ -151,6 +152,7 @@ impl Functions {
                     &function.retry_policy.errors_to_retry,
                     code_sha256,
                     &crate::time::now(),
+                    &function.execution_options.retention_days,
                 ],
             )
             .await?;
@@ -335,6 +337,7 @@ fn function_from_row(row: &Row) -> Result<FunctionDefinition, StoreError> {
             permission_mode: PermissionMode::parse(&permission_mode)
                 .ok_or_else(|| corrupt("unknown permission mode"))?,
             default_priority: row.try_get("default_priority")?,
+            retention_days: row.try_get("retention_days")?,
         },
         retry_policy: RetryPolicy {
             enabled: row.try_get("retry_enabled")?,

@@ -117,6 +117,11 @@ pub struct ExecutionOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::domain::Priority>)]
     pub default_priority: Option<i64>,
+    /// Extension: days this function's finished tasks and API requests are kept (0: for
+    /// ever), instead of the service's `retention.days`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 36500)]
+    pub retention_days: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

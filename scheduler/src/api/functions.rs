@@ -53,6 +53,11 @@ pub struct FunctionInput {
 struct ExecutionOptionsInput {
     permission_mode: Option<PermissionMode>,
     default_priority: Option<Priority>,
+    /// Extension: days this function's finished tasks and API requests are kept (0: for
+    /// ever), instead of the service's `retention.days`.
+    #[serde(default, deserialize_with = "body::whole_number")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 36500)]
+    retention_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -302,6 +307,13 @@ async fn apply(
         }
         if let Some(priority) = options.default_priority {
             function.execution_options.default_priority = Some(priority.get());
+        }
+        if let Some(days) = options.retention_days {
+            function.execution_options.retention_days = Some(in_range(
+                "executionOptions.retentionDays",
+                days,
+                0..=36_500,
+            )?);
         }
     }
     if let Some(policy) = input.retry_policy {

@@ -8,25 +8,37 @@ use tokio::sync::watch;
 
 use crate::config::RetentionConfig;
 use crate::db::Retention;
+use crate::db::retention::Scope;
 
 /// Between two batches: lets the writes of a large first clean-up interleave with the
 /// service's own instead of queueing behind them.
 const PAUSE: Duration = Duration::from_millis(20);
 
-/// Runs until `stop`; does nothing when `config.days` is 0 (keep everything).
+/// Runs until `stop`: the functions with a retention of their own by it, the others by
+/// `config.days` (0 keeps everything).
 pub async fn run(retention: Retention, config: RetentionConfig, mut stop: watch::Receiver<bool>) {
-    if config.days == 0 {
-        return;
-    }
     loop {
-        let (tasks, requests) = delete_aged(&retention, &config, &mut stop).await;
-        if tasks + requests > 0 {
-            tracing::info!(
-                tasks,
-                api_requests = requests,
-                days = config.days,
-                "deleted what aged out"
-            );
+        match retention.overrides().await {
+            Ok(overrides) => {
+                let scopes = overrides
+                    .iter()
+                    .map(|(name, days)| (Scope::Function(name), *days))
+                    .chain([(Scope::Others, config.days)]);
+                for (scope, days) in scopes.filter(|(_, days)| *days > 0) {
+                    let (tasks, requests) =
+                        delete_aged(&retention, scope, days, config.batch(), &mut stop).await;
+                    if tasks + requests > 0 {
+                        tracing::info!(
+                            tasks,
+                            api_requests = requests,
+                            days,
+                            ?scope,
+                            "deleted what aged out"
+                        );
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading the functions' retention failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(config.interval()) => {}
@@ -35,20 +47,22 @@ pub async fn run(retention: Retention, config: RetentionConfig, mut stop: watch:
     }
 }
 
-/// Tasks, then API requests, a batch at a time; returns how many of each went.
+/// Tasks, then API requests, of `scope` older than `days`, a batch at a time; returns how
+/// many of each went.
 async fn delete_aged(
     retention: &Retention,
-    config: &RetentionConfig,
+    scope: Scope<'_>,
+    days: u32,
+    batch: i64,
     stop: &mut watch::Receiver<bool>,
 ) -> (u64, u64) {
-    let batch = config.batch();
     let mut deleted = (0, 0);
     for requests in [false, true] {
         loop {
             let outcome = if requests {
-                retention.delete_api_requests(config.days, batch).await
+                retention.delete_api_requests(scope, days, batch).await
             } else {
-                retention.delete_tasks(config.days, batch).await
+                retention.delete_tasks(scope, days, batch).await
             };
             let count = match outcome {
                 Ok(count) => count,

@@ -10,6 +10,29 @@ use deadpool_postgres::Pool;
 
 use common::db::StoreError;
 
+/// Whose rows a deletion looks at: one function's (its own `retentionDays`), or those of
+/// every function without one (the service's `retention.days`, deleted functions included).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Function(&'a str),
+    Others,
+}
+
+impl Scope<'_> {
+    /// The condition on `table`'s `function_name` (`$3` for a function's name). A filter of
+    /// its own per scope, so each statement is planned for it: one function's rows by the
+    /// (function, time) index, the others' by the time index.
+    fn condition(self, alias: &str) -> String {
+        match self {
+            Scope::Function(_) => format!("{alias}.function_name = $3"),
+            Scope::Others => format!(
+                "NOT EXISTS (SELECT 1 FROM functions f \
+                 WHERE f.name = {alias}.function_name AND f.retention_days IS NOT NULL)"
+            ),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Retention {
     pool: Pool,
@@ -20,20 +43,43 @@ impl Retention {
         Retention { pool }
     }
 
-    /// Deletes up to `limit` finished tasks created and finished more than `days` ago, each
+    /// The functions with a retention of their own, and its days.
+    pub async fn overrides(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT name, retention_days FROM functions WHERE retention_days IS NOT NULL",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let days: i32 = row.try_get(1)?;
+                Ok((row.try_get(0)?, days.max(0) as u32))
+            })
+            .collect()
+    }
+
+    /// Deletes up to `limit` finished tasks of `scope` created and finished more than `days` ago, each
     /// with its logs (by cascade) and the earlier tasks of its retry chain; returns how many
     /// tasks went. Kept whatever their age: tasks not finished; a retried task, which goes
     /// only with the end of its chain (so a chain whose last retry is still to run stays
     /// whole); and the newest task of each schedule.
-    pub async fn delete_tasks(&self, days: u32, limit: i64) -> Result<u64, StoreError> {
+    pub async fn delete_tasks(
+        &self,
+        scope: Scope<'_>,
+        days: u32,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "WITH aged AS ( \
                    SELECT t.id, t.retry_for_task_ids FROM tasks t \
                    WHERE t.creation_timestamp < now() - make_interval(days => $1) \
                      AND t.status_changed_timestamp < now() - make_interval(days => $1) \
                      AND t.status IN ('complete', 'failed', 'canceled') \
+                     AND {scope} \
                      AND (t.schedule_id IS NULL OR EXISTS ( \
                        SELECT 1 FROM tasks later \
                        WHERE later.schedule_id = t.schedule_id \
@@ -44,31 +90,48 @@ impl Retention {
                  DELETE FROM tasks \
                  WHERE id IN (SELECT id FROM aged UNION ALL SELECT unnest(retry_for_task_ids) FROM aged) \
                    AND status NOT IN ('new', 'inProgress')",
-            )
+                scope = scope.condition("t"),
+            ))
             .await?;
         let days = i32::try_from(days).unwrap_or(i32::MAX);
-        Ok(client.execute(&statement, &[&days, &limit]).await?)
+        Ok(match scope {
+            Scope::Function(name) => client.execute(&statement, &[&days, &limit, &name]).await?,
+            Scope::Others => client.execute(&statement, &[&days, &limit]).await?,
+        })
     }
 
-    /// Deletes up to `limit` API requests older than `days`, with their logs; returns how
-    /// many requests went.
-    pub async fn delete_api_requests(&self, days: u32, limit: i64) -> Result<u64, StoreError> {
+    /// Deletes up to `limit` API requests of `scope` older than `days`, with their logs;
+    /// returns how many requests went.
+    pub async fn delete_api_requests(
+        &self,
+        scope: Scope<'_>,
+        days: u32,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "WITH aged AS ( \
                    DELETE FROM api_requests WHERE id IN ( \
-                     SELECT id FROM api_requests \
-                     WHERE timestamp < now() - make_interval(days => $1) \
+                     SELECT id FROM api_requests r \
+                     WHERE timestamp < now() - make_interval(days => $1) AND {scope} \
                      ORDER BY timestamp LIMIT $2 FOR UPDATE SKIP LOCKED) \
                    RETURNING id), \
                  logs AS ( \
                    DELETE FROM api_request_logs WHERE api_request_id IN (SELECT id FROM aged)) \
                  SELECT count(*) FROM aged",
-            )
+                scope = scope.condition("r"),
+            ))
             .await?;
         let days = i32::try_from(days).unwrap_or(i32::MAX);
-        let row = client.query_one(&statement, &[&days, &limit]).await?;
+        let row = match scope {
+            Scope::Function(name) => {
+                client
+                    .query_one(&statement, &[&days, &limit, &name])
+                    .await?
+            }
+            Scope::Others => client.query_one(&statement, &[&days, &limit]).await?,
+        };
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
 }

@@ -4,11 +4,34 @@
 use std::time::Duration;
 
 use harness::TestScheduler;
+use serde_json::json;
 
-/// Stores a task as if created `created_days_ago` and finished (or last changed)
+/// Stores a task of `noop` as if created `created_days_ago` and finished (or last changed)
 /// `changed_days_ago`, with one log line.
 async fn insert_task(
     db: &tokio_postgres::Client,
+    id: &str,
+    status: &str,
+    created_days_ago: i32,
+    changed_days_ago: i32,
+    extra: &str,
+) {
+    insert_task_of(
+        db,
+        "noop",
+        id,
+        status,
+        created_days_ago,
+        changed_days_ago,
+        extra,
+    )
+    .await
+}
+
+/// [`insert_task`] for a task of `function`.
+async fn insert_task_of(
+    db: &tokio_postgres::Client,
+    function: &str,
     id: &str,
     status: &str,
     created_days_ago: i32,
@@ -20,7 +43,7 @@ async fn insert_task(
             "INSERT INTO tasks (id, function_name, status, start_timestamp, \
                status_changed_timestamp, source, creation_timestamp, update_timestamp, \
                lease_expires_at{columns}) \
-             VALUES ($1, 'noop', $2, now() - make_interval(days => $3), \
+             VALUES ($1, $5, $2, now() - make_interval(days => $3), \
                now() - make_interval(days => $4), 'api', now() - make_interval(days => $3), \
                now() - make_interval(days => $4), now() + interval '1 hour'{values})",
             columns = if extra.is_empty() {
@@ -34,7 +57,13 @@ async fn insert_task(
                 format!(", {extra}")
             },
         ),
-        &[&id, &status, &created_days_ago, &changed_days_ago],
+        &[
+            &id,
+            &status,
+            &created_days_ago,
+            &changed_days_ago,
+            &function,
+        ],
     )
     .await
     .unwrap();
@@ -204,5 +233,62 @@ async fn zero_days_keeps_everything() {
     insert_task(&db, "ancient", "complete", 4000, 4000, "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(remaining_tasks(&db, &["ancient"]).await, ["ancient"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_function_may_keep_its_tasks_longer_or_shorter() {
+    let app = TestScheduler::start_with(|config| {
+        config.retention.days = 7;
+        config.retention.interval_ms = 200;
+    })
+    .await;
+    for (name, days) in [("brief", json!(2)), ("keeper", json!(0))] {
+        let (status, body) = app
+            .post(
+                "/tasks/v1/functions",
+                &json!({"name": name, "code": harness::function_code("noop"),
+                        "entryPoint": "handler.handle", "runtime": "python3.11",
+                        "executionOptions": {"retentionDays": days}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["executionOptions"]["retentionDays"], days);
+    }
+    for bad in [json!(-1), json!(36_501), json!(1.5), json!("2")] {
+        let (status, body) = app
+            .put(
+                "/tasks/v1/functions/brief",
+                &json!({"executionOptions": {"retentionDays": bad}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let db = app.database.connect().await;
+    for (id, function, days) in [
+        ("brief-3", "brief", 3),
+        ("brief-1", "brief", 1),
+        ("keeper-400", "keeper", 400),
+        ("other-3", "noop", 3),
+        ("other-8", "noop", 8),
+    ] {
+        insert_task(&db, id, "complete", days, days, "").await;
+        db.execute(
+            "UPDATE tasks SET function_name = $2 WHERE id = $1",
+            &[&id, &function],
+        )
+        .await
+        .unwrap();
+    }
+    let all = ["brief-1", "brief-3", "keeper-400", "other-3", "other-8"];
+    let kept = ["brief-1", "keeper-400", "other-3"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while remaining_tasks(&db, &all).await.len() > kept.len()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(remaining_tasks(&db, &all).await, kept);
     app.stop().await;
 }
