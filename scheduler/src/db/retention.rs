@@ -19,9 +19,9 @@ pub enum Scope<'a> {
 }
 
 impl Scope<'_> {
-    /// The condition on `table`'s `function_name` (`$3` for a function's name). A filter of
-    /// its own per scope, so each statement is planned for it: one function's rows by the
-    /// (function, time) index, the others' by the time index.
+    /// The condition on the `function_name` of the rows `alias` names (`$3` for a function's
+    /// name). A filter of its own per scope, so each statement is planned for it: one
+    /// function's rows by the (function, time) index, the others' by the time index.
     fn condition(self, alias: &str) -> String {
         match self {
             Scope::Function(_) => format!("{alias}.function_name = $3"),
