@@ -6,6 +6,15 @@ pub fn postgres_server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
+/// A connection to `url`, driven in the background; panics when the server does not answer.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("connect to {url}: {error}"));
+    tokio::spawn(connection);
+    client
+}
+
 /// A database of its own for one test, dropped (with its connections) when the value is.
 pub struct TestDatabase {
     pub name: String,
@@ -39,23 +48,15 @@ impl TestDatabase {
 
     /// A direct connection, for assertions on what is stored.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
-        tokio::spawn(connection);
-        client
+        connect(&self.url).await
     }
 }
 
 impl TestDatabase {
     /// Terminates every other connection to this database, as a Postgres restart would.
     pub async fn terminate_connections(&self) -> u64 {
-        let admin = format!("{}/postgres", self.server);
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        connect(&format!("{}/postgres", self.server))
             .await
-            .expect("connect to the postgres database");
-        tokio::spawn(connection);
-        client
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -73,12 +74,8 @@ impl TestDatabase {
     /// the reading is not counted; a backend's counts reach the view within about a second
     /// of its last transaction.
     pub async fn transactions(&self) -> i64 {
-        let admin = format!("{}/postgres", self.server);
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        connect(&format!("{}/postgres", self.server))
             .await
-            .expect("connect to the postgres database");
-        tokio::spawn(connection);
-        client
             .query_one(
                 "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = $1",
                 &[&self.name],

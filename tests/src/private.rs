@@ -233,11 +233,7 @@ impl PrivatePostgres {
     /// Statements run in `database` so far (not counting `BEGIN`, `COMMIT` and other
     /// utility statements), as pg_stat_statements counts them.
     pub async fn statements(&self, database: &str) -> i64 {
-        let url = format!("{}/postgres", self.server_url());
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the private server");
-        tokio::spawn(connection);
+        let client = crate::database::connect(&format!("{}/postgres", self.server_url())).await;
         client
             .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .await

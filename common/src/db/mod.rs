@@ -116,6 +116,20 @@ pub async fn is_reachable(pool: &Pool) -> bool {
     }
 }
 
+/// The one row of an aggregate `sql` without parameters, in one round trip and one
+/// transaction (a statement prepared first costs two of each): for queries that loops
+/// repeat for ever, where the count of an idle service's statements matters.
+pub async fn aggregate_row(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<tokio_postgres::Row, StoreError> {
+    client
+        .query_typed(sql, &[])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt(format!("no row from `{sql}`")))
+}
+
 /// The first column of `row`, seconds from now to a time (`min(…) - now()`), as a wait:
 /// `None` when there is no such time (the minimum of no rows), zero when it has passed.
 pub fn time_until(row: &tokio_postgres::Row) -> Result<Option<std::time::Duration>, StoreError> {

@@ -35,17 +35,13 @@ pub async fn run(pool: Pool, metrics: Arc<Metrics>, mut stop: watch::Receiver<bo
 
 async fn counts(pool: &Pool) -> Result<(i64, i64), common::db::StoreError> {
     let client = pool.get().await?;
-    // Typed (here: no parameters), so one round trip and one transaction, not two.
-    let row = client
-        .query_typed(
-            "SELECT \
+    let row = common::db::aggregate_row(
+        &client,
+        "SELECT \
                (SELECT count(*) FROM tasks t JOIN functions f ON f.name = t.function_name AND f.enabled \
                 WHERE t.status = 'new' AND t.start_timestamp <= now()), \
                (SELECT count(*) FROM tasks WHERE status = 'inProgress')",
-            &[],
-        )
-        .await?
-        .pop()
-        .ok_or_else(|| common::db::StoreError::Corrupt("count() returned no row".into()))?;
+    )
+    .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
 }

@@ -26,7 +26,7 @@ pub async fn run(retention: Retention, config: RetentionConfig, mut stop: watch:
                     .chain([(Scope::Others, config.days)]);
                 for (scope, days) in scopes.filter(|(_, days)| *days > 0) {
                     let (tasks, requests) =
-                        delete_aged(&retention, scope, days, config.batch(), &mut stop).await;
+                        delete_aged(&retention, scope, days, config.batch(), &stop).await;
                     if tasks + requests > 0 {
                         tracing::info!(
                             tasks,
@@ -54,34 +54,37 @@ async fn delete_aged(
     scope: Scope<'_>,
     days: u32,
     batch: i64,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) -> (u64, u64) {
-    let mut deleted = (0, 0);
-    for requests in [false, true] {
-        loop {
-            let outcome = if requests {
-                retention.delete_api_requests(scope, days, batch).await
-            } else {
-                retention.delete_tasks(scope, days, batch).await
-            };
-            let count = match outcome {
-                Ok(count) => count,
-                Err(error) => {
-                    tracing::warn!(%error, "deleting what aged out failed; trying again later");
-                    return deleted;
-                }
-            };
-            if requests {
-                deleted.1 += count;
-            } else {
-                deleted.0 += count;
+    let tasks = in_batches(batch, stop, || retention.delete_tasks(scope, days, batch)).await;
+    let requests = in_batches(batch, stop, || {
+        retention.delete_api_requests(scope, days, batch)
+    })
+    .await;
+    (tasks, requests)
+}
+
+/// Runs `delete` until a batch comes back short, `stop` turns true or it fails (it is tried
+/// again at the next interval); returns how many rows went.
+async fn in_batches<F, Fut>(batch: i64, stop: &watch::Receiver<bool>, mut delete: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, common::db::StoreError>>,
+{
+    let mut deleted = 0;
+    loop {
+        let count = match delete().await {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::warn!(%error, "deleting what aged out failed; trying again later");
+                return deleted;
             }
-            // A task batch may delete more rows than it selected (retry chains).
-            if count < batch as u64 || *stop.borrow() {
-                break;
-            }
-            tokio::time::sleep(PAUSE).await;
+        };
+        deleted += count;
+        // A task batch may delete more rows than it selected (retry chains).
+        if count < batch as u64 || *stop.borrow() {
+            return deleted;
         }
+        tokio::time::sleep(PAUSE).await;
     }
-    deleted
 }

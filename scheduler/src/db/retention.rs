@@ -7,6 +7,7 @@
 //! every unique index, which must then hold the partition key). Autovacuum reclaims the space.
 
 use deadpool_postgres::Pool;
+use tokio_postgres::types::ToSql;
 
 use common::db::StoreError;
 
@@ -19,6 +20,14 @@ pub enum Scope<'a> {
 }
 
 impl Scope<'_> {
+    /// The statement's parameters: `$1` days, `$2` limit, and `$3` the function's name.
+    fn parameters<'a>(&'a self, days: &'a i32, limit: &'a i64) -> Vec<&'a (dyn ToSql + Sync)> {
+        match self {
+            Scope::Function(name) => vec![days, limit, name],
+            Scope::Others => vec![days, limit],
+        }
+    }
+
     /// The condition on the `function_name` of the rows `alias` names (`$3` for a function's
     /// name). A filter of its own per scope, so each statement is planned for it: one
     /// function's rows by the (function, time) index, the others' by the time index.
@@ -60,9 +69,9 @@ impl Retention {
             .collect()
     }
 
-    /// Deletes up to `limit` finished tasks of `scope` created and finished more than `days` ago, each
-    /// with its logs (by cascade) and the earlier tasks of its retry chain; returns how many
-    /// tasks went. Kept whatever their age: tasks not finished; a retried task, which goes
+    /// Deletes up to `limit` finished tasks of `scope` created and finished more than `days`
+    /// ago, each with its logs (by cascade) and the earlier tasks of its retry chain; returns
+    /// how many tasks went. Kept whatever their age: tasks not finished; a retried task, which goes
     /// only with the end of its chain (so a chain whose last retry is still to run stays
     /// whole); and the newest task of each schedule.
     pub async fn delete_tasks(
@@ -93,11 +102,10 @@ impl Retention {
                 scope = scope.condition("t"),
             ))
             .await?;
-        let days = i32::try_from(days).unwrap_or(i32::MAX);
-        Ok(match scope {
-            Scope::Function(name) => client.execute(&statement, &[&days, &limit, &name]).await?,
-            Scope::Others => client.execute(&statement, &[&days, &limit]).await?,
-        })
+        let days = sql_days(days);
+        Ok(client
+            .execute(&statement, &scope.parameters(&days, &limit))
+            .await?)
     }
 
     /// Deletes up to `limit` API requests of `scope` older than `days`, with their logs;
@@ -123,15 +131,15 @@ impl Retention {
                 scope = scope.condition("r"),
             ))
             .await?;
-        let days = i32::try_from(days).unwrap_or(i32::MAX);
-        let row = match scope {
-            Scope::Function(name) => {
-                client
-                    .query_one(&statement, &[&days, &limit, &name])
-                    .await?
-            }
-            Scope::Others => client.query_one(&statement, &[&days, &limit]).await?,
-        };
+        let days = sql_days(days);
+        let row = client
+            .query_one(&statement, &scope.parameters(&days, &limit))
+            .await?;
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
+}
+
+/// `make_interval` takes its days as an `integer`.
+fn sql_days(days: u32) -> i32 {
+    i32::try_from(days).unwrap_or(i32::MAX)
 }

@@ -179,15 +179,11 @@ impl Schedules {
     /// How long until the earliest schedule is due (`None` when there is none).
     pub async fn next_due_in(&self) -> Result<Option<std::time::Duration>, StoreError> {
         let client = self.pool.get().await?;
-        // Typed (here: no parameters), so one round trip and one transaction, not two.
-        let row = client
-            .query_typed(
-                "SELECT EXTRACT(EPOCH FROM (min(next_timestamp) - now()))::float8 FROM schedules",
-                &[],
-            )
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("min() returned no row".into()))?;
+        let row = common::db::aggregate_row(
+            &client,
+            "SELECT EXTRACT(EPOCH FROM (min(next_timestamp) - now()))::float8 FROM schedules",
+        )
+        .await?;
         common::db::time_until(&row)
     }
 
